@@ -1,0 +1,1380 @@
+/*
+ * train_gla.c — train a GLA / softmax-attention hybrid language model on the CPU, in one file.
+ *
+ * Model (fla's layout, LAYERS.md): token embedding -> L blocks -> RMSNorm -> LM head -> cross-entropy.
+ *   block l:  h = h + Mixer_l(RMSNorm(h));  h = h + SwiGLU(RMSNorm(h))
+ *   Mixer_l is `gla` (gated linear attention) or `attn` (causal softmax attention with RoPE).
+ * Every layer has a _forward and, right after it, its _backward. Shapes are written (B,T,C) and
+ * N = B*T. Gradients accumulate (+=) into buffers the caller zeroed, as in llm.c.
+ *
+ * Reading order: matmul, small layers (embedding, RMSNorm, SwiGLU, RoPE), GLA (recurrent form,
+ * chunkwise form, gated output norm, the layer), attention, cross-entropy, the model, AdamW,
+ * generation, checkpoints, main.
+ */
+#include "model.h"
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// ----------------------------------------------------------------------------
+// matmul: every projection of the model, (N,C) x (OC,C)^T
+
+#include "dev/matmul.h"
+
+// ----------------------------------------------------------------------------
+// small layers
+
+// out (N,C) = wte[inp] ; inp (N) token ids, wte (V,C)
+void encoder_forward(float* out, const int* inp, const float* wte, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, wte + (size_t)inp[n] * C, C * sizeof(float));
+}
+// dwte (V,C) += scatter of dout (N,C) by inp (N). Serial over n: two rows may share a token.
+void encoder_backward(float* dwte, const float* dout, const int* inp, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        float* dw = dwte + (size_t)inp[n] * C;
+        const float* d = dout + (size_t)n * C;
+        for (int c = 0; c < C; c++) dw[c] += d[c];
+    }
+}
+
+// RMSNorm: out = x * r * w, r = 1/sqrt(mean(x^2) + eps).  out, inp (N,C); rstd (N); weight (C)
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C, float eps) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        float* o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
+        rstd[n] = r;
+    }
+}
+// dinp (N,C) += r (dyw - x̂ mean(x̂ ⊙ dyw)), dyw = dout ⊙ w, x̂ = x r;  dweight (C) += Σ_n dout ⊙ x̂
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                      const float* rstd, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        const float* dy = dout + (size_t)n * C;
+        float r = rstd[n], dot = 0.0f;
+        for (int c = 0; c < C; c++) dot += dy[c] * weight[c] * x[c] * r;
+        dot /= C;
+        float* dx = dinp + (size_t)n * C;
+        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * weight[c] - x[c] * r * dot);
+    }
+    for (int n = 0; n < N; n++) { // serial: every row adds into the same weight gradient
+        const float* x = inp + (size_t)n * C;
+        const float* dy = dout + (size_t)n * C;
+        for (int c = 0; c < C; c++) dweight[c] += dy[c] * x[c] * rstd[n];
+    }
+}
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float siluf(float x) { return x * sigmoidf(x); }
+// d silu(x) / dx = σ(x) (1 + x (1 − σ(x)))
+static inline float silu_grad(float x) { float s = sigmoidf(x); return s * (1.0f + x * (1.0f - s)); }
+
+// SwiGLU: out = silu(gate) ⊙ up.  out, gate, up (N,I)
+void swiglu_forward(float* out, const float* gate, const float* up, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) out[i] = siluf(gate[i]) * up[i];
+}
+// dgate, dup (N,I) = (overwritten) from dout (N,I)
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        dgate[i] = dout[i] * up[i] * silu_grad(gate[i]);
+        dup[i] = dout[i] * siluf(gate[i]);
+    }
+}
+
+// RoPE, non-interleaved ("rotate half"): for i < D/2, angle φ = p θ_i, θ_i = base^(−2i/D),
+// (x_i, x_{i+D/2}) -> (x_i cos φ − x_{i+D/2} sin φ, x_{i+D/2} cos φ + x_i sin φ).
+// x (B,T,NH,D) rotated in place; position of row (b,t) is pos0 + t. sign = +1 forward, −1 backward
+// (the backward of a rotation is the rotation by −φ).
+void rope_rotate(float* x, int B, int T, int NH, int D, int pos0, float theta, int sign) {
+    int half = D / 2;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < half; i++) {
+                double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
+                float c = (float)cos(phi), s = sign * (float)sin(phi);
+                for (int h = 0; h < NH; h++) {
+                    float* v = x + (((size_t)b * T + t) * NH + h) * D;
+                    float x1 = v[i], x2 = v[i + half];
+                    v[i] = x1 * c - x2 * s;
+                    v[i + half] = x2 * c + x1 * s;
+                }
+            }
+}
+void rope_forward(float* x, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(x, B, T, NH, D, pos0, theta, +1); }
+void rope_backward(float* dx, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(dx, B, T, NH, D, pos0, theta, -1); }
+
+// log σ(x) = min(x, 0) − log1p(e^{−|x|}) (stable for any x); its derivative is 1 − σ(x) = σ(−x)
+static inline float logsigmoidf(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
+
+// ----------------------------------------------------------------------------
+// GLA, the recurrent form (LAYERS.md §2.2): the clearest statement of the layer, used for generation
+// and as the ground truth for the chunkwise form. Per head, with S ∈ R^{K×V}:
+//     S_t = diag(exp(a_t)) S_{t−1} + k_t v_tᵀ,      o_t = S_tᵀ (scale · q_t)
+
+// One time step for all heads. S (H,K,V) updated in place; o (H,V); q, k, a (H,K); v (H,V)
+void gla_recurrent_step(float* o, float* S, const float* q, const float* k, const float* v, const float* a,
+                        int H, int K, int V, float scale) {
+    for (int h = 0; h < H; h++) {
+        float* Sh = S + (size_t)h * K * V;
+        const float *qh = q + h * K, *kh = k + h * K, *ah = a + h * K, *vh = v + h * V;
+        float* oh = o + h * V;
+        for (int j = 0; j < V; j++) oh[j] = 0.0f;
+        for (int i = 0; i < K; i++) {
+            float decay = expf(ah[i]), qi = scale * qh[i];
+            float* row = Sh + (size_t)i * V;
+            for (int j = 0; j < V; j++) {
+                row[j] = decay * row[j] + kh[i] * vh[j];
+                oh[j] += row[j] * qi;
+            }
+        }
+    }
+}
+
+// o (B,T,H,V) from q, k, a (B,T,H,K), v (B,T,H,V), zero initial state
+void gla_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* a,
+                           int B, int T, int H, int K, int V, float scale) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float* S = (float*)calloc_check((size_t)H * K * V, sizeof(float));
+        for (int t = 0; t < T; t++) {
+            size_t rk = ((size_t)b * T + t) * H * K, rv = ((size_t)b * T + t) * H * V;
+            gla_recurrent_step(o + rv, S, q + rk, k + rk, v + rv, a + rk, H, K, V, scale);
+        }
+        free(S);
+    }
+}
+
+// Exact backward of gla_recurrent_forward (LAYERS.md §2.5), the readable ground truth for the
+// chunkwise backward. dq, dk, da (B,T,H,K), dv (B,T,H,V) overwritten. A forward sweep keeps every
+// state S_t; a reverse sweep carries D = dL/dS_t:
+//     D += scale q_t do_tᵀ;  dq_t = scale S_t do_t;  dk_t = D v_t;  dv_t = Dᵀ k_t;
+//     da_t = e^{a_t} ⊙ rowsum(S_{t−1} ⊙ D);  D = diag(e^{a_t}) D.
+// Storing all T states is fine for a reference; the chunkwise form keeps one per chunk.
+void gla_recurrent_backward(float* dq, float* dk, float* dv, float* da, const float* dout, const float* q,
+                            const float* k, const float* v, const float* a, int B, int T, int H, int K, int V,
+                            float scale) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t KV = (size_t)K * V;
+            float* S = (float*)calloc_check((T + 1) * KV, sizeof(float));   // S[t] = state after t steps
+            for (int t = 0; t < T; t++) {
+                size_t rk = ((size_t)b * T + t) * H * K + h * K, rv = ((size_t)b * T + t) * H * V + h * V;
+                for (int i = 0; i < K; i++) {
+                    float decay = expf(a[rk + i]);
+                    for (int j = 0; j < V; j++)
+                        S[(t + 1) * KV + i * V + j] = decay * S[t * KV + i * V + j] + k[rk + i] * v[rv + j];
+                }
+            }
+            float* D = (float*)calloc_check(KV, sizeof(float));
+            for (int t = T - 1; t >= 0; t--) {
+                size_t rk = ((size_t)b * T + t) * H * K + h * K, rv = ((size_t)b * T + t) * H * V + h * V;
+                const float *St = S + (t + 1) * KV, *Sprev = S + t * KV;
+                for (int j = 0; j < V; j++) dv[rv + j] = 0.0f;
+                for (int i = 0; i < K; i++) {
+                    float qi = scale * q[rk + i], sdo = 0.0f, dkv = 0.0f, dsum = 0.0f;
+                    float decay = expf(a[rk + i]);
+                    for (int j = 0; j < V; j++) {
+                        D[i * V + j] += qi * dout[rv + j];
+                        sdo += St[i * V + j] * dout[rv + j];
+                        dkv += D[i * V + j] * v[rv + j];
+                        dv[rv + j] += D[i * V + j] * k[rk + i];
+                        dsum += Sprev[i * V + j] * D[i * V + j];
+                    }
+                    dq[rk + i] = scale * sdo;
+                    dk[rk + i] = dkv;
+                    da[rk + i] = decay * dsum;
+                    for (int j = 0; j < V; j++) D[i * V + j] *= decay;
+                }
+            }
+            free(S);
+            free(D);
+        }
+}
+
+// ----------------------------------------------------------------------------
+// GLA, the chunkwise-parallel form (LAYERS.md §2.4), used for training. Time is cut into chunks of
+// C steps. Inside a chunk, G = chunk-local inclusive cumsum of a (≤ 0 and decreasing), G_L its last
+// row, S = the state entering the chunk:
+//     o_i    = scale [ (q_i ⊙ e^{G_i})ᵀ S + Σ_{j≤i} P_ij v_j ],   P_ij = Σ_c q_ic k_jc e^{G_ic − G_jc}
+//     S_next = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
+// Every exponent is a difference G_later − G_earlier ≤ 0, so nothing overflows whatever the decay.
+
+// G (n,K) = inclusive cumsum over the chunk's rows of a; a rows are `stride` floats apart
+static void chunk_cumsum(float* G, const float* a, int n, int K, size_t stride) {
+    for (int c = 0; c < K; c++) G[c] = a[c];
+    for (int i = 1; i < n; i++)
+        for (int c = 0; c < K; c++) G[(size_t)i * K + c] = G[(size_t)(i - 1) * K + c] + a[i * stride + c];
+}
+
+// Gate gradient from dq and dk alone (LAYERS.md §2.5.3; what fla's kernels use), valid for a zero
+// initial state and an unused final state:
+//     da_t = Σ_{s≥t} (q_s ⊙ dq_s − k_s ⊙ dk_s)       (a reverse cumulative sum over time)
+// Why: a_t enters exactly the terms q_i k_j e^{A_i − A_j} (j ≤ i) with j < t ≤ i. The suffix sum of
+// q ⊙ dq collects all terms with i ≥ t, that of k ⊙ dk all with j ≥ t; their difference is the
+// terms with i ≥ t > j. (The subtraction loses relative precision where the decay is very strong
+// and da is tiny next to the terms; fla accepts the same.)
+// da (B,T,H*K) overwritten; q, k, dq, dk (B,T,H*K)
+void gla_gate_grad(float* da, const float* q, const float* k, const float* dq, const float* dk, int B, int T, int HK) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float* acc = (float*)calloc_check(HK, sizeof(float));
+        for (int t = T - 1; t >= 0; t--) {
+            size_t r = ((size_t)b * T + t) * HK;
+            for (int c = 0; c < HK; c++) {
+                acc[c] += q[r + c] * dq[r + c] - k[r + c] * dk[r + c];
+                da[r + c] = acc[c];
+            }
+        }
+        free(acc);
+    }
+}
+
+// o (B,T,H,V); states (B,H,NC,K,V) = the state entering each of the NC = ceil(T/C) chunks (kept for
+// the backward); q, k, a (B,T,H,K); v (B,T,H,V)
+void gla_chunk_forward(float* o, float* states, const float* q, const float* k, const float* v, const float* a,
+                       int B, int T, int H, int K, int V, int C, float scale) {
+    int NC = (T + C - 1) / C;
+    size_t sk = (size_t)H * K, sv = (size_t)H * V;   // time strides
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float* G = (float*)malloc_check((size_t)C * K * sizeof(float));
+            float* e = (float*)malloc_check(K * sizeof(float));
+            float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
+            for (int ch = 0; ch < NC; ch++) {
+                int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+                size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
+                const float *qc = q + base_k, *kc = k + base_k, *vc = v + base_v;
+                memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
+                chunk_cumsum(G, a + base_k, n, K, sk);
+                for (int i = 0; i < n; i++) {
+                    float* oi = o + base_v + i * sv;
+                    const float* Gi = G + (size_t)i * K;
+                    // inter-chunk: (q_i ⊙ e^{G_i})ᵀ S
+                    for (int j = 0; j < V; j++) oi[j] = 0.0f;
+                    for (int c = 0; c < K; c++) {
+                        float qd = qc[i * sk + c] * expf(Gi[c]);
+                        for (int j = 0; j < V; j++) oi[j] += qd * S[(size_t)c * V + j];
+                    }
+                    // intra-chunk: Σ_{j≤i} P_ij v_j
+                    for (int jr = 0; jr <= i; jr++) {
+                        const float* Gj = G + (size_t)jr * K;
+                        float p = 0.0f;
+                        for (int c = 0; c < K; c++) p += qc[i * sk + c] * kc[jr * sk + c] * expf(Gi[c] - Gj[c]);
+                        for (int j = 0; j < V; j++) oi[j] += p * vc[jr * sv + j];
+                    }
+                    for (int j = 0; j < V; j++) oi[j] *= scale;
+                }
+                // state pass: S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
+                const float* GL = G + (size_t)(n - 1) * K;
+                for (int c = 0; c < K; c++) {
+                    float decay = expf(GL[c]);
+                    for (int j = 0; j < V; j++) S[(size_t)c * V + j] *= decay;
+                }
+                for (int jr = 0; jr < n; jr++) {
+                    for (int c = 0; c < K; c++) e[c] = kc[jr * sk + c] * expf(GL[c] - G[(size_t)jr * K + c]);
+                    for (int c = 0; c < K; c++)
+                        for (int j = 0; j < V; j++) S[(size_t)c * V + j] += e[c] * vc[jr * sv + j];
+                }
+            }
+            free(G);
+            free(e);
+            free(S);
+        }
+}
+
+// Backward of gla_chunk_forward. dq, dk, da (B,T,H,K), dv (B,T,H,V) overwritten; dout (B,T,H,V).
+// Chunks are visited last to first carrying dS = dL/dS_next. Within a chunk:
+//     dq_i = scale [ e^{G_i} ⊙ (S do_i) + Σ_{j≤i} (do_i·v_j) (k_j ⊙ e^{G_i−G_j}) ]
+//     dk_j = scale Σ_{i≥j} (do_i·v_j) (q_i ⊙ e^{G_i−G_j}) + e^{G_L−G_j} ⊙ (dS v_j)
+//     dv_j = scale Σ_{i≥j} P_ij do_i + dSᵀ (k_j ⊙ e^{G_L−G_j})
+//     dS  ← diag(e^{G_L}) dS + scale Σ_i (q_i ⊙ e^{G_i}) do_iᵀ
+// and the gate gradient comes from dq, dk through the reverse-cumsum identity (gla_gate_grad).
+void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float* dout, const float* states,
+                        const float* q, const float* k, const float* v, const float* a, int B, int T, int H, int K,
+                        int V, int C, float scale) {
+    int NC = (T + C - 1) / C;
+    size_t sk = (size_t)H * K, sv = (size_t)H * V;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float* G = (float*)malloc_check((size_t)C * K * sizeof(float));
+            float* e = (float*)malloc_check(K * sizeof(float));
+            float* dS = (float*)calloc_check((size_t)K * V, sizeof(float));
+            for (int ch = NC - 1; ch >= 0; ch--) {
+                int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+                size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
+                const float *qc = q + base_k, *kc = k + base_k, *vc = v + base_v, *doc = dout + base_v;
+                float *dqc = dq + base_k, *dkc = dk + base_k, *dvc = dv + base_v;
+                const float* S = states + (((size_t)b * H + h) * NC + ch) * K * V;
+                chunk_cumsum(G, a + base_k, n, K, sk);
+                const float* GL = G + (size_t)(n - 1) * K;
+                // contributions through the states: S (entering) and dS (leaving)
+                for (int i = 0; i < n; i++) {
+                    const float* Gi = G + (size_t)i * K;
+                    for (int c = 0; c < K; c++) {
+                        float sdo = 0.0f, dsv = 0.0f;
+                        for (int j = 0; j < V; j++) {
+                            sdo += S[(size_t)c * V + j] * doc[i * sv + j];
+                            dsv += dS[(size_t)c * V + j] * vc[i * sv + j];
+                        }
+                        dqc[i * sk + c] = scale * expf(Gi[c]) * sdo;
+                        e[c] = expf(GL[c] - Gi[c]);
+                        dkc[i * sk + c] = e[c] * dsv;
+                    }
+                    for (int j = 0; j < V; j++) {
+                        float acc = 0.0f;
+                        for (int c = 0; c < K; c++) acc += dS[(size_t)c * V + j] * kc[i * sk + c] * e[c];
+                        dvc[i * sv + j] = acc;
+                    }
+                }
+                // intra-chunk pairs j ≤ i
+                for (int i = 0; i < n; i++) {
+                    const float* Gi = G + (size_t)i * K;
+                    for (int jr = 0; jr <= i; jr++) {
+                        const float* Gj = G + (size_t)jr * K;
+                        float dp = 0.0f, p = 0.0f;
+                        for (int j = 0; j < V; j++) dp += doc[i * sv + j] * vc[jr * sv + j];
+                        dp *= scale;
+                        for (int c = 0; c < K; c++) {
+                            float w = expf(Gi[c] - Gj[c]);
+                            p += qc[i * sk + c] * kc[jr * sk + c] * w;
+                            dqc[i * sk + c] += dp * kc[jr * sk + c] * w;
+                            dkc[jr * sk + c] += dp * qc[i * sk + c] * w;
+                        }
+                        p *= scale;
+                        for (int j = 0; j < V; j++) dvc[jr * sv + j] += p * doc[i * sv + j];
+                    }
+                }
+                // dS for the previous chunk
+                for (int c = 0; c < K; c++) {
+                    float decay = expf(GL[c]);
+                    for (int j = 0; j < V; j++) dS[(size_t)c * V + j] *= decay;
+                }
+                for (int i = 0; i < n; i++)
+                    for (int c = 0; c < K; c++) {
+                        float qd = scale * qc[i * sk + c] * expf(G[(size_t)i * K + c]);
+                        for (int j = 0; j < V; j++) dS[(size_t)c * V + j] += qd * doc[i * sv + j];
+                    }
+            }
+            free(G);
+            free(e);
+            free(dS);
+        }
+    gla_gate_grad(da, q, k, dq, dk, B, T, H * K);
+}
+
+// Gated output norm (fla's FusedRMSNormGated, LAYERS.md §1.2): per head of width V,
+//     out = RMSNorm_V(x) · w ⊙ silu(g),  one weight w (V) shared by all heads.
+// out, x, g (N,H,V); rstd (N,H)
+void gated_rmsnorm_forward(float* out, float* rstd, const float* x, const float* g, const float* w, int N, int H,
+                           int V, float eps) {
+    #pragma omp parallel for
+    for (size_t r = 0; r < (size_t)N * H; r++) {
+        const float *xr = x + r * V, *gr = g + r * V;
+        float ss = 0.0f;
+        for (int j = 0; j < V; j++) ss += xr[j] * xr[j];
+        float s = 1.0f / sqrtf(ss / V + eps);
+        for (int j = 0; j < V; j++) out[r * V + j] = xr[j] * s * w[j] * siluf(gr[j]);
+        rstd[r] = s;
+    }
+}
+// dx, dg (N,H,V) overwritten; dw (V) +=. With n̂ = x r w: dg = dy ⊙ n̂ ⊙ silu'(g); then RMSNorm
+// backward with upstream dy ⊙ silu(g).
+void gated_rmsnorm_backward(float* dx, float* dg, float* dw, const float* dout, const float* x, const float* g,
+                            const float* w, const float* rstd, int N, int H, int V) {
+    #pragma omp parallel for
+    for (size_t r = 0; r < (size_t)N * H; r++) {
+        const float *xr = x + r * V, *gr = g + r * V, *dy = dout + r * V;
+        float s = rstd[r], dot = 0.0f;
+        for (int j = 0; j < V; j++) {
+            float xhat = xr[j] * s;
+            dg[r * V + j] = dy[j] * xhat * w[j] * silu_grad(gr[j]);
+            dot += dy[j] * siluf(gr[j]) * w[j] * xhat;
+        }
+        dot /= V;
+        for (int j = 0; j < V; j++) dx[r * V + j] = s * (dy[j] * siluf(gr[j]) * w[j] - xr[j] * s * dot);
+    }
+    for (size_t r = 0; r < (size_t)N * H; r++)
+        for (int j = 0; j < V; j++) dw[j] += dout[r * V + j] * siluf(g[r * V + j]) * x[r * V + j] * rstd[r];
+}
+
+// ----------------------------------------------------------------------------
+// activations: one struct per layer, sized for (B,T) at allocation
+
+typedef struct {
+    float *ln1, *ln1_rstd;                  // (N,d), (N)   input of the mixer
+    // gla
+    float *q, *k, *v, *z;                   // (N,Dk) (N,Dk) (N,Dv) (N,Dv); z = output-gate logits
+    float *gk1, *gk, *a;                    // (N,R) (N,Dk) (N,Dk): low-rank gate, gate logits, log-gate
+    float *states;                          // (B,H,NC,K,V) chunk-entry states
+    float *o, *o_rstd, *o_gated;            // (N,Dv) (N,H) (N,Dv)
+    // attention (q, k, v above hold the roped q (N,H*hd), k, v (N,Hkv*hd))
+    float *att;                             // (B,H,T,T) softmax probabilities
+    float *att_out;                         // (N,H*hd)
+    float *mixer;                           // (N,d) mixer output
+    float *res1;                            // (N,d) residual after the mixer
+    float *ln2, *ln2_rstd;                  // (N,d), (N)
+    float *mlp_gate, *mlp_up, *mlp_h;       // (N,I) each; h = silu(gate) ⊙ up
+    float *mlp;                             // (N,d) MLP output
+    float *res2;                            // (N,d) block output
+} LayerActs;
+
+// the weights: views into one flat buffer, following param_table
+typedef struct {
+    float *embed, *norm, *lm_head;          // lm_head == embed when tied
+    float* layer[MAX_LAYERS][NUM_LAYER_SLOTS];
+} Weights;
+
+typedef struct {
+    Config config;
+    ParamSpec specs[MAX_PARAMS];
+    int num_specs;
+    size_t num_params;
+    float *params, *grads, *adam_m, *adam_v;   // (num_params) each
+    Weights w, g;                              // views into params and grads
+    int chunk_size;                            // GLA chunk length for training (C)
+    // activations for a (B,T) batch
+    int B, T;
+    size_t act_floats;                         // memory accounting
+    float *embed_out;                          // (N,d)
+    LayerActs acts[MAX_LAYERS];
+    float *final_norm, *final_rstd;            // (N,d), (N)
+    float *logits;                             // (N,V): logits, then probabilities, then dlogits
+    // backward scratch, shared by all layers
+    float *dresid, *dln;                       // (N,d) each
+    float *dbuf[6];                            // (N, max width) each
+    float loss;
+    int n_valid;                               // targets that count in the mean
+} Model;
+
+static void weights_point(Weights* w, const Model* m, float* base) {
+    for (int i = 0; i < m->num_specs; i++) {
+        const ParamSpec* p = &m->specs[i];
+        float* ptr = base + p->offset;
+        if (p->layer >= 0) w->layer[p->layer][p->slot] = ptr;
+        else if (p->slot == G_EMBED) w->embed = ptr;
+        else if (p->slot == G_NORM) w->norm = ptr;
+        else w->lm_head = ptr;
+    }
+    if (m->config.tie_embeddings) w->lm_head = w->embed;
+}
+
+// ----------------------------------------------------------------------------
+// the GLA layer (LAYERS.md §2): projections, gates, chunkwise core, gated norm, output projection
+
+static int gla_head_k(const Config* c) { return c->gla_dk / c->gla_heads; }
+static int gla_head_v(const Config* c) { return c->gla_dv / c->gla_heads; }
+
+// q, k, v, z, and the log-gate a = logσ(W_gk2 W_gk1 x + b) / 16 for N rows of x = ln1 (N,d)
+void gla_project_forward(LayerActs* A, float* const* W, const Config* c, int N) {
+    int d = c->d_model, Dk = c->gla_dk, Dv = c->gla_dv, R = c->gla_gate_rank;
+    matmul_forward(A->q, A->ln1, W[W_GLA_Q], NULL, N, d, Dk);
+    matmul_forward(A->k, A->ln1, W[W_GLA_K], NULL, N, d, Dk);
+    matmul_forward(A->v, A->ln1, W[W_GLA_V], NULL, N, d, Dv);
+    matmul_forward(A->z, A->ln1, W[W_GLA_G], NULL, N, d, Dv);
+    matmul_forward(A->gk1, A->ln1, W[W_GLA_GK1], NULL, N, d, R);
+    matmul_forward(A->gk, A->gk1, W[W_GLA_GK2], W[W_GLA_GK_BIAS], N, R, Dk);
+    float inv = 1.0f / c->gla_gate_normalizer;
+    for (size_t i = 0; i < (size_t)N * Dk; i++) A->a[i] = logsigmoidf(A->gk[i]) * inv;
+}
+
+// out (N,d) = W_o · gated_norm(o, z) for N rows
+void gla_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
+    gated_rmsnorm_forward(A->o_gated, A->o_rstd, A->o, A->z, W[W_GLA_G_NORM], N, c->gla_heads, gla_head_v(c), c->norm_eps);
+    matmul_forward(out, A->o_gated, W[W_GLA_O], NULL, N, c->gla_dv, c->d_model);
+}
+
+void gla_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    int N = B * T, H = c->gla_heads, K = gla_head_k(c), V = gla_head_v(c);
+    gla_project_forward(A, m->w.layer[l], c, N);
+    gla_chunk_forward(A->o, A->states, A->q, A->k, A->v, A->a, B, T, H, K, V, m->chunk_size, 1.0f / sqrtf((float)K));
+    gla_output_forward(A->mixer, A, m->w.layer[l], c, N);
+}
+
+// dout (N,d) = dL/d(mixer output); accumulates into the layer's weight grads and writes dln (N,d)
+void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int N = B * T, d = c->d_model, Dk = c->gla_dk, Dv = c->gla_dv, R = c->gla_gate_rank;
+    int H = c->gla_heads, K = gla_head_k(c), V = gla_head_v(c);
+    float *do_gated = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
+    float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
+    // output projection and gated norm
+    memset(do_gated, 0, (size_t)N * Dv * sizeof(float));
+    matmul_backward(do_gated, dW[W_GLA_O], NULL, dout, A->o_gated, W[W_GLA_O], N, Dv, d);
+    gated_rmsnorm_backward(d_o, dz, dW[W_GLA_G_NORM], do_gated, A->o, A->z, W[W_GLA_G_NORM], A->o_rstd, N, H, V);
+    // the recurrence; da reuses do_gated's buffer (no longer needed)
+    float* da = do_gated;
+    gla_chunk_backward(dq, dk, dv, da, d_o, A->states, A->q, A->k, A->v, A->a, B, T, H, K, V, m->chunk_size,
+                       1.0f / sqrtf((float)K));
+    // gate chain: a = logσ(gk)/16  ->  dgk = da (1 − σ(gk)) / 16, written over da
+    float inv = 1.0f / c->gla_gate_normalizer;
+    for (size_t i = 0; i < (size_t)N * Dk; i++) da[i] *= inv * sigmoidf(-A->gk[i]);
+    float* dgk1 = d_o;  // (N,R), d_o no longer needed
+    memset(dgk1, 0, (size_t)N * R * sizeof(float));
+    matmul_backward(dgk1, dW[W_GLA_GK2], dW[W_GLA_GK_BIAS], da, A->gk1, W[W_GLA_GK2], N, R, Dk);
+    // the five d -> * projections all read ln1
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_GLA_GK1], NULL, dgk1, A->ln1, W[W_GLA_GK1], N, d, R);
+    matmul_backward(dln, dW[W_GLA_Q], NULL, dq, A->ln1, W[W_GLA_Q], N, d, Dk);
+    matmul_backward(dln, dW[W_GLA_K], NULL, dk, A->ln1, W[W_GLA_K], N, d, Dk);
+    matmul_backward(dln, dW[W_GLA_V], NULL, dv, A->ln1, W[W_GLA_V], N, d, Dv);
+    matmul_backward(dln, dW[W_GLA_G], NULL, dz, A->ln1, W[W_GLA_G], N, d, Dv);
+}
+
+// ----------------------------------------------------------------------------
+// causal softmax attention with RoPE and GQA (LAYERS.md §8)
+
+// out (B,T,H,D); att (B,H,T,T) probabilities (upper triangle left unused); q (B,T,H,D);
+// k, v (B,T,Hkv,D). Query head h reads kv head h / (H/Hkv).
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, int B, int T,
+                       int H, int Hkv, int D) {
+    float scale = 1.0f / sqrtf((float)D);
+    int group = H / Hkv;
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float* qt = q + (((size_t)b * T + t) * H + h) * D;
+                float* p = att + (((size_t)b * H + h) * T + t) * T;
+                float maxv = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const float* ks = k + (((size_t)b * T + s) * Hkv + h / group) * D;
+                    float dot = 0.0f;
+                    for (int i = 0; i < D; i++) dot += qt[i] * ks[i];
+                    p[s] = dot * scale;
+                    if (p[s] > maxv) maxv = p[s];
+                }
+                float sum = 0.0f;
+                for (int s = 0; s <= t; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+                float* ot = out + (((size_t)b * T + t) * H + h) * D;
+                for (int i = 0; i < D; i++) ot[i] = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    p[s] /= sum;
+                    const float* vs = v + (((size_t)b * T + s) * Hkv + h / group) * D;
+                    for (int i = 0; i < D; i++) ot[i] += p[s] * vs[i];
+                }
+            }
+}
+
+// dq (B,T,H,D), dk, dv (B,T,Hkv,D) +=. With P the probabilities: dV = Pᵀ dO; dP = dO Vᵀ;
+// dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = scale dS K; dK = scale dSᵀ Q. Parallel over (b, kv head) so
+// the heads of one GQA group add into their shared dk, dv without races.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att, const float* q,
+                        const float* k, const float* v, int B, int T, int H, int Hkv, int D) {
+    float scale = 1.0f / sqrtf((float)D);
+    int group = H / Hkv;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < Hkv; g++) {
+            float* dp = (float*)malloc_check(T * sizeof(float));
+            for (int h = g * group; h < (g + 1) * group; h++)
+                for (int t = 0; t < T; t++) {
+                    const float* p = att + (((size_t)b * H + h) * T + t) * T;
+                    const float* dot_ = dout + (((size_t)b * T + t) * H + h) * D;
+                    const float* qt = q + (((size_t)b * T + t) * H + h) * D;
+                    float* dqt = dq + (((size_t)b * T + t) * H + h) * D;
+                    float rowsum = 0.0f;
+                    for (int s = 0; s <= t; s++) {
+                        const float* vs = v + (((size_t)b * T + s) * Hkv + g) * D;
+                        float x = 0.0f;
+                        for (int i = 0; i < D; i++) x += dot_[i] * vs[i];
+                        dp[s] = x;
+                        rowsum += p[s] * x;
+                    }
+                    for (int s = 0; s <= t; s++) {
+                        size_t kv = (((size_t)b * T + s) * Hkv + g) * D;
+                        float ds = p[s] * (dp[s] - rowsum) * scale;
+                        for (int i = 0; i < D; i++) {
+                            dqt[i] += ds * k[kv + i];
+                            dk[kv + i] += ds * qt[i];
+                            dv[kv + i] += p[s] * dot_[i];
+                        }
+                    }
+                }
+            free(dp);
+        }
+}
+
+static int attn_head_dim(const Config* c) { return c->d_model / c->attn_heads; }
+
+void attn_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    int N = B * T, d = c->d_model, H = c->attn_heads, Hkv = c->attn_kv_heads, D = attn_head_dim(c);
+    matmul_forward(A->q, A->ln1, W[W_ATT_Q], NULL, N, d, H * D);
+    matmul_forward(A->k, A->ln1, W[W_ATT_K], NULL, N, d, Hkv * D);
+    matmul_forward(A->v, A->ln1, W[W_ATT_V], NULL, N, d, Hkv * D);
+    rope_forward(A->q, B, T, H, D, 0, c->rope_theta);
+    rope_forward(A->k, B, T, Hkv, D, 0, c->rope_theta);
+    attention_forward(A->att_out, A->att, A->q, A->k, A->v, B, T, H, Hkv, D);
+    matmul_forward(A->mixer, A->att_out, W[W_ATT_O], NULL, N, H * D, d);
+}
+
+void attn_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int N = B * T, d = c->d_model, H = c->attn_heads, Hkv = c->attn_kv_heads, D = attn_head_dim(c);
+    float *datt_out = m->dbuf[0], *dq = m->dbuf[1], *dk = m->dbuf[2], *dv = m->dbuf[3];
+    memset(datt_out, 0, (size_t)N * H * D * sizeof(float));
+    matmul_backward(datt_out, dW[W_ATT_O], NULL, dout, A->att_out, W[W_ATT_O], N, H * D, d);
+    memset(dq, 0, (size_t)N * H * D * sizeof(float));
+    memset(dk, 0, (size_t)N * Hkv * D * sizeof(float));
+    memset(dv, 0, (size_t)N * Hkv * D * sizeof(float));
+    attention_backward(dq, dk, dv, datt_out, A->att, A->q, A->k, A->v, B, T, H, Hkv, D);
+    rope_backward(dq, B, T, H, D, 0, c->rope_theta);
+    rope_backward(dk, B, T, Hkv, D, 0, c->rope_theta);
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_ATT_Q], NULL, dq, A->ln1, W[W_ATT_Q], N, d, H * D);
+    matmul_backward(dln, dW[W_ATT_K], NULL, dk, A->ln1, W[W_ATT_K], N, d, Hkv * D);
+    matmul_backward(dln, dW[W_ATT_V], NULL, dv, A->ln1, W[W_ATT_V], N, d, Hkv * D);
+}
+
+// ----------------------------------------------------------------------------
+// the SwiGLU MLP: out (N,d) = W_down (silu(W_gate x) ⊙ W_up x), x = ln2 (N,d)
+
+void mlp_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
+    int d = c->d_model, I = c->mlp_hidden;
+    matmul_forward(A->mlp_gate, A->ln2, W[W_MLP_GATE], NULL, N, d, I);
+    matmul_forward(A->mlp_up, A->ln2, W[W_MLP_UP], NULL, N, d, I);
+    swiglu_forward(A->mlp_h, A->mlp_gate, A->mlp_up, (size_t)N * I);
+    matmul_forward(out, A->mlp_h, W[W_MLP_DOWN], NULL, N, I, d);
+}
+
+void mlp_backward(Model* m, int l, const float* dout, float* dln, int N) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int d = c->d_model, I = c->mlp_hidden;
+    float *dh = m->dbuf[0], *dgate = m->dbuf[1], *dup = m->dbuf[2];
+    memset(dh, 0, (size_t)N * I * sizeof(float));
+    matmul_backward(dh, dW[W_MLP_DOWN], NULL, dout, A->mlp_h, W[W_MLP_DOWN], N, I, d);
+    swiglu_backward(dgate, dup, dh, A->mlp_gate, A->mlp_up, (size_t)N * I);
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_MLP_GATE], NULL, dgate, A->ln2, W[W_MLP_GATE], N, d, I);
+    matmul_backward(dln, dW[W_MLP_UP], NULL, dup, A->ln2, W[W_MLP_UP], N, d, I);
+}
+
+// ----------------------------------------------------------------------------
+// cross-entropy with an ignore index (targets < 0 do not count; fla uses −100)
+
+#define IGNORE_INDEX (-100)
+
+// logits (N,V) are turned into probabilities in place; returns the mean loss over counted rows,
+// *n_valid = their number.
+float crossentropy_forward(float* logits, const int* targets, int N, int V, int* n_valid) {
+    double total = 0.0;
+    int count = 0;
+    #pragma omp parallel for reduction(+ : total, count)
+    for (int n = 0; n < N; n++) {
+        float* row = logits + (size_t)n * V;
+        float maxv = -INFINITY;
+        for (int i = 0; i < V; i++) maxv = fmaxf(maxv, row[i]);
+        float sum = 0.0f;
+        for (int i = 0; i < V; i++) { row[i] = expf(row[i] - maxv); sum += row[i]; }
+        for (int i = 0; i < V; i++) row[i] /= sum;
+        if (targets[n] >= 0) {
+            total += -log((double)row[targets[n]]);
+            count++;
+        }
+    }
+    *n_valid = count;
+    return count ? (float)(total / count) : 0.0f;
+}
+// probs (N,V) -> dlogits in place: (p − onehot(target)) / n_valid; rows with ignored targets get 0
+void crossentropy_backward(float* probs, const int* targets, int N, int V, int n_valid) {
+    float inv = n_valid ? 1.0f / n_valid : 0.0f;
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float* row = probs + (size_t)n * V;
+        if (targets[n] < 0) { memset(row, 0, V * sizeof(float)); continue; }
+        for (int i = 0; i < V; i++) row[i] *= inv;
+        row[targets[n]] -= inv;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the model
+
+void model_build(Model* m, const Config* c) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->num_specs = param_table(c, m->specs, &m->num_params);
+    m->params = (float*)calloc_check(m->num_params, sizeof(float));
+    m->grads = (float*)calloc_check(m->num_params, sizeof(float));
+    m->adam_m = (float*)calloc_check(m->num_params, sizeof(float));
+    m->adam_v = (float*)calloc_check(m->num_params, sizeof(float));
+    weights_point(&m->w, m, m->params);
+    weights_point(&m->g, m, m->grads);
+    m->chunk_size = 64;
+}
+
+// fla's init (LAYERS.md §9.5): matrices N(0, 0.02), norm weights 1, biases 0
+void model_init_weights(Model* m, uint64_t seed) {
+    uint64_t rng = seed ? seed : 1;
+    for (int i = 0; i < m->num_specs; i++) {
+        const ParamSpec* p = &m->specs[i];
+        float* w = m->params + p->offset;
+        int is_norm = p->slot == G_NORM || (p->layer >= 0 && (p->slot == W_ATTN_NORM || p->slot == W_MLP_NORM ||
+                                                               p->slot == W_GLA_G_NORM));
+        for (size_t j = 0; j < p->numel; j++)
+            w[j] = p->ndim == 2 ? 0.02f * random_normal(&rng) : (is_norm ? 1.0f : 0.0f);
+    }
+}
+
+// the widest per-row scratch any backward needs
+static int max_width(const Config* c) {
+    int w = c->d_model;
+    if (c->mlp_hidden > w) w = c->mlp_hidden;
+    if (c->gla_dk > w) w = c->gla_dk;
+    if (c->gla_dv > w) w = c->gla_dv;
+    if (c->vocab_size > w) w = c->vocab_size;
+    return w;
+}
+
+static float* act_alloc(Model* m, size_t n) {
+    m->act_floats += n;
+    return (float*)calloc_check(n, sizeof(float));
+}
+
+// Allocates the activations for batches of (B,T); a later call with the same (B,T) is free.
+void model_alloc_acts(Model* m, int B, int T) {
+    if (m->B == B && m->T == T) return;
+    if (m->B) fail("model activations were sized for B=%d T=%d, asked for B=%d T=%d", m->B, m->T, B, T);
+    const Config* c = &m->config;
+    size_t N = (size_t)B * T, d = c->d_model, I = c->mlp_hidden;
+    m->B = B;
+    m->T = T;
+    m->embed_out = act_alloc(m, N * d);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerActs* A = &m->acts[l];
+        A->ln1 = act_alloc(m, N * d);
+        A->ln1_rstd = act_alloc(m, N);
+        if (c->pattern[l] == MIXER_GLA) {
+            size_t Dk = c->gla_dk, Dv = c->gla_dv, H = c->gla_heads;
+            size_t NC = (T + m->chunk_size - 1) / m->chunk_size;
+            A->q = act_alloc(m, N * Dk);
+            A->k = act_alloc(m, N * Dk);
+            A->v = act_alloc(m, N * Dv);
+            A->z = act_alloc(m, N * Dv);
+            A->gk1 = act_alloc(m, N * c->gla_gate_rank);
+            A->gk = act_alloc(m, N * Dk);
+            A->a = act_alloc(m, N * Dk);
+            A->states = act_alloc(m, (size_t)B * NC * Dk * Dv / H);
+            A->o = act_alloc(m, N * Dv);
+            A->o_rstd = act_alloc(m, N * H);
+            A->o_gated = act_alloc(m, N * Dv);
+        } else {
+            size_t H = c->attn_heads, D = attn_head_dim(c), kv = c->attn_kv_heads * D;
+            A->q = act_alloc(m, N * H * D);
+            A->k = act_alloc(m, N * kv);
+            A->v = act_alloc(m, N * kv);
+            A->att = act_alloc(m, (size_t)B * H * T * T);
+            A->att_out = act_alloc(m, N * H * D);
+        }
+        A->mixer = act_alloc(m, N * d);
+        A->res1 = act_alloc(m, N * d);
+        A->ln2 = act_alloc(m, N * d);
+        A->ln2_rstd = act_alloc(m, N);
+        A->mlp_gate = act_alloc(m, N * I);
+        A->mlp_up = act_alloc(m, N * I);
+        A->mlp_h = act_alloc(m, N * I);
+        A->mlp = act_alloc(m, N * d);
+        A->res2 = act_alloc(m, N * d);
+    }
+    m->final_norm = act_alloc(m, N * d);
+    m->final_rstd = act_alloc(m, N);
+    m->logits = act_alloc(m, N * c->vocab_size);
+    m->dresid = act_alloc(m, N * d);
+    m->dln = act_alloc(m, N * d);
+    for (int i = 0; i < 6; i++) m->dbuf[i] = act_alloc(m, N * max_width(c));
+}
+
+// inputs, targets (B,T); targets may be NULL (then only logits are computed). Sets m->loss.
+void model_forward(Model* m, const int* inputs, const int* targets, int B, int T) {
+    const Config* c = &m->config;
+    int N = B * T, d = c->d_model, V = c->vocab_size;
+    for (int i = 0; i < N; i++)
+        if (inputs[i] < 0 || inputs[i] >= V) fail("input token %d at position %d is outside the vocabulary (%d)", inputs[i], i, V);
+    model_alloc_acts(m, B, T);
+    encoder_forward(m->embed_out, inputs, m->w.embed, N, d);
+    const float* x = m->embed_out;
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerActs* A = &m->acts[l];
+        float* const* W = m->w.layer[l];
+        rmsnorm_forward(A->ln1, A->ln1_rstd, x, W[W_ATTN_NORM], N, d, c->norm_eps);
+        if (c->pattern[l] == MIXER_GLA) gla_layer_forward(m, l, B, T);
+        else attn_layer_forward(m, l, B, T);
+        for (size_t i = 0; i < (size_t)N * d; i++) A->res1[i] = x[i] + A->mixer[i];
+        rmsnorm_forward(A->ln2, A->ln2_rstd, A->res1, W[W_MLP_NORM], N, d, c->norm_eps);
+        mlp_forward(A->mlp, A, W, c, N);
+        for (size_t i = 0; i < (size_t)N * d; i++) A->res2[i] = A->res1[i] + A->mlp[i];
+        x = A->res2;
+    }
+    rmsnorm_forward(m->final_norm, m->final_rstd, x, m->w.norm, N, d, c->norm_eps);
+    matmul_forward(m->logits, m->final_norm, m->w.lm_head, NULL, N, d, V);
+    if (targets) {
+        for (int i = 0; i < N; i++)
+            if (targets[i] >= V || (targets[i] < 0 && targets[i] != IGNORE_INDEX))
+                fail("target %d at position %d is outside the vocabulary (%d)", targets[i], i, V);
+        m->loss = crossentropy_forward(m->logits, targets, N, V, &m->n_valid);
+    }
+}
+
+// Gradients of the mean loss into m->grads (overwritten). Needs model_forward with targets first.
+void model_backward(Model* m, const int* inputs, const int* targets) {
+    const Config* c = &m->config;
+    int B = m->B, T = m->T, N = B * T, d = c->d_model, V = c->vocab_size;
+    memset(m->grads, 0, m->num_params * sizeof(float));
+    crossentropy_backward(m->logits, targets, N, V, m->n_valid);
+    const float* x_last = c->n_layer ? m->acts[c->n_layer - 1].res2 : m->embed_out;
+    float* dfinal = m->dln;
+    memset(dfinal, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dfinal, m->g.lm_head, NULL, m->logits, m->final_norm, m->w.lm_head, N, d, V);
+    memset(m->dresid, 0, (size_t)N * d * sizeof(float));
+    rmsnorm_backward(m->dresid, m->g.norm, dfinal, x_last, m->w.norm, m->final_rstd, N, d);
+    // dresid is dL/d(residual stream); each branch reads it and then adds its norm's backward into it
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        LayerActs* A = &m->acts[l];
+        float* const* W = m->w.layer[l];
+        float* const* dW = m->g.layer[l];
+        const float* x = l ? m->acts[l - 1].res2 : m->embed_out;
+        mlp_backward(m, l, m->dresid, m->dln, N);
+        rmsnorm_backward(m->dresid, dW[W_MLP_NORM], m->dln, A->res1, W[W_MLP_NORM], A->ln2_rstd, N, d);
+        if (c->pattern[l] == MIXER_GLA) gla_layer_backward(m, l, m->dresid, m->dln, B, T);
+        else attn_layer_backward(m, l, m->dresid, m->dln, B, T);
+        rmsnorm_backward(m->dresid, dW[W_ATTN_NORM], m->dln, x, W[W_ATTN_NORM], A->ln1_rstd, N, d);
+    }
+    encoder_backward(m->g.embed, m->dresid, inputs, N, d);
+}
+
+void model_free(Model* m) {
+    free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
+    if (!m->B) return;
+    free(m->embed_out);
+    for (int l = 0; l < m->config.n_layer; l++) {
+        LayerActs* A = &m->acts[l];
+        float* bufs[] = {A->ln1, A->ln1_rstd, A->q, A->k, A->v, A->z, A->gk1, A->gk, A->a, A->states, A->o,
+                         A->o_rstd, A->o_gated, A->att, A->att_out, A->mixer, A->res1, A->ln2, A->ln2_rstd,
+                         A->mlp_gate, A->mlp_up, A->mlp_h, A->mlp, A->res2};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
+    }
+    free(m->final_norm); free(m->final_rstd); free(m->logits); free(m->dresid); free(m->dln);
+    for (int i = 0; i < 6; i++) free(m->dbuf[i]);
+}
+
+// ----------------------------------------------------------------------------
+// optimisation: global gradient norm, clipping, learning-rate schedule, AdamW
+
+typedef struct {
+    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip;
+    int warmup_steps, total_steps;
+} TrainHyper;
+
+// linear warmup over `warmup` steps, then cosine decay from lr to lr*min_lr_frac at total_steps
+float learning_rate(const TrainHyper* h, int step) {
+    if (step < h->warmup_steps) return h->lr * (step + 1) / h->warmup_steps;
+    float min_lr = h->lr * h->min_lr_frac;
+    if (step >= h->total_steps) return min_lr;
+    double progress = (double)(step - h->warmup_steps) / (h->total_steps - h->warmup_steps);
+    return (float)(min_lr + 0.5 * (h->lr - min_lr) * (1.0 + cos(M_PI * progress)));
+}
+
+float grad_norm(const Model* m) {
+    double ss = 0.0;
+    #pragma omp parallel for reduction(+ : ss)
+    for (size_t i = 0; i < m->num_params; i++) ss += (double)m->grads[i] * m->grads[i];
+    return (float)sqrt(ss);
+}
+
+// name of the first parameter whose gradient is not finite, or NULL
+const char* first_nonfinite_grad(const Model* m) {
+    for (int i = 0; i < m->num_specs; i++)
+        for (size_t j = 0; j < m->specs[i].numel; j++)
+            if (!isfinite(m->grads[m->specs[i].offset + j])) return m->specs[i].name;
+    return NULL;
+}
+
+// One AdamW step t (1-based) at learning rate lr, after scaling the gradients by grad_scale
+// (global-norm clipping). Weight decay is decoupled and applies to matrices only.
+void adamw_update(Model* m, const TrainHyper* h, float lr, int t, float grad_scale) {
+    float bc1 = 1.0f - powf(h->beta1, t), bc2 = 1.0f - powf(h->beta2, t);
+    for (int i = 0; i < m->num_specs; i++) {
+        const ParamSpec* p = &m->specs[i];
+        float wd = p->decay ? h->weight_decay : 0.0f;
+        float *w = m->params + p->offset, *g = m->grads + p->offset;
+        float *mm = m->adam_m + p->offset, *vv = m->adam_v + p->offset;
+        #pragma omp parallel for
+        for (size_t j = 0; j < p->numel; j++) {
+            float grad = g[j] * grad_scale;
+            mm[j] = h->beta1 * mm[j] + (1.0f - h->beta1) * grad;
+            vv[j] = h->beta2 * vv[j] + (1.0f - h->beta2) * grad * grad;
+            float mhat = mm[j] / bc1, vhat = vv[j] / bc2;
+            w[j] -= lr * (mhat / (sqrtf(vhat) + h->eps) + wd * w[j]);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// generation: O(1) recurrent state for GLA layers, a KV cache for attention layers. Each step runs
+// the very same layer functions as training on one row (N = 1), with the recurrent GLA step in
+// place of the chunkwise core.
+
+typedef struct {
+    int max_T;
+    float* gla_state[MAX_LAYERS];      // (H,K,V)
+    float* k_cache[MAX_LAYERS];        // (max_T, Hkv*D), roped keys
+    float* v_cache[MAX_LAYERS];        // (max_T, Hkv*D)
+    LayerActs acts;                    // one row
+    float *x, *att_row, *logits;       // (d), (H*max_T), (V)
+} DecodeState;
+
+void decode_init(DecodeState* s, const Config* c, int max_T) {
+    memset(s, 0, sizeof(*s));
+    s->max_T = max_T;
+    size_t d = c->d_model, I = c->mlp_hidden, wmax = max_width(c);
+    for (int l = 0; l < c->n_layer; l++) {
+        if (c->pattern[l] == MIXER_GLA) {
+            s->gla_state[l] = (float*)calloc_check((size_t)c->gla_dk * c->gla_dv / c->gla_heads, sizeof(float));
+        } else {
+            size_t kv = (size_t)c->attn_kv_heads * attn_head_dim(c);
+            s->k_cache[l] = (float*)calloc_check((size_t)max_T * kv, sizeof(float));
+            s->v_cache[l] = (float*)calloc_check((size_t)max_T * kv, sizeof(float));
+        }
+    }
+    LayerActs* A = &s->acts;
+    float** bufs[] = {&A->ln1, &A->q, &A->k, &A->v, &A->z, &A->gk, &A->a, &A->o, &A->o_gated, &A->att_out,
+                      &A->mixer, &A->ln2, &A->mlp};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = (float*)calloc_check(wmax, sizeof(float));
+    A->gk1 = (float*)calloc_check(c->gla_gate_rank, sizeof(float));
+    A->ln1_rstd = (float*)calloc_check(1, sizeof(float));
+    A->ln2_rstd = (float*)calloc_check(1, sizeof(float));
+    A->o_rstd = (float*)calloc_check(c->gla_heads, sizeof(float));
+    A->mlp_gate = (float*)calloc_check(I, sizeof(float));
+    A->mlp_up = (float*)calloc_check(I, sizeof(float));
+    A->mlp_h = (float*)calloc_check(I, sizeof(float));
+    s->x = (float*)calloc_check(d, sizeof(float));
+    s->att_row = (float*)calloc_check((size_t)c->attn_heads * max_T, sizeof(float));
+    s->logits = (float*)calloc_check(c->vocab_size, sizeof(float));
+}
+
+void decode_free(DecodeState* s, const Config* c) {
+    for (int l = 0; l < c->n_layer; l++) { free(s->gla_state[l]); free(s->k_cache[l]); free(s->v_cache[l]); }
+    LayerActs* A = &s->acts;
+    float* bufs[] = {A->ln1, A->q, A->k, A->v, A->z, A->gk, A->a, A->o, A->o_gated, A->att_out, A->mixer, A->ln2,
+                     A->mlp, A->gk1, A->ln1_rstd, A->ln2_rstd, A->o_rstd, A->mlp_gate, A->mlp_up, A->mlp_h};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
+    free(s->x); free(s->att_row); free(s->logits);
+}
+
+// attention of one query row at position pos over the cache rows 0..pos.
+// out (H,D); q (H,D); caches (max_T, Hkv, D); p scratch (pos+1)
+static void attention_step(float* out, float* p, const float* q, const float* kc, const float* vc, int pos, int H,
+                           int Hkv, int D) {
+    float scale = 1.0f / sqrtf((float)D);
+    int group = H / Hkv;
+    for (int h = 0; h < H; h++) {
+        float maxv = -INFINITY, sum = 0.0f;
+        for (int s = 0; s <= pos; s++) {
+            const float* ks = kc + ((size_t)s * Hkv + h / group) * D;
+            float dot = 0.0f;
+            for (int i = 0; i < D; i++) dot += q[h * D + i] * ks[i];
+            p[s] = dot * scale;
+            maxv = fmaxf(maxv, p[s]);
+        }
+        for (int s = 0; s <= pos; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+        for (int i = 0; i < D; i++) out[h * D + i] = 0.0f;
+        for (int s = 0; s <= pos; s++) {
+            const float* vs = vc + ((size_t)s * Hkv + h / group) * D;
+            for (int i = 0; i < D; i++) out[h * D + i] += p[s] / sum * vs[i];
+        }
+    }
+}
+
+// Feeds token at position pos (0-based, consecutive from 0); leaves the next-token logits in s->logits (V).
+void decode_step(Model* m, DecodeState* s, int token, int pos) {
+    const Config* c = &m->config;
+    int d = c->d_model;
+    if (pos >= s->max_T) fail("generation past the KV cache length %d", s->max_T);
+    if (token < 0 || token >= c->vocab_size) fail("token %d outside the vocabulary (%d)", token, c->vocab_size);
+    LayerActs* A = &s->acts;
+    memcpy(s->x, m->w.embed + (size_t)token * d, d * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++) {
+        float* const* W = m->w.layer[l];
+        rmsnorm_forward(A->ln1, A->ln1_rstd, s->x, W[W_ATTN_NORM], 1, d, c->norm_eps);
+        if (c->pattern[l] == MIXER_GLA) {
+            int H = c->gla_heads, K = gla_head_k(c), V = gla_head_v(c);
+            gla_project_forward(A, W, c, 1);
+            gla_recurrent_step(A->o, s->gla_state[l], A->q, A->k, A->v, A->a, H, K, V, 1.0f / sqrtf((float)K));
+            gla_output_forward(A->mixer, A, W, c, 1);
+        } else {
+            int H = c->attn_heads, Hkv = c->attn_kv_heads, D = attn_head_dim(c);
+            float* kc = s->k_cache[l] + (size_t)pos * Hkv * D;
+            float* vc = s->v_cache[l] + (size_t)pos * Hkv * D;
+            matmul_forward(A->q, A->ln1, W[W_ATT_Q], NULL, 1, d, H * D);
+            matmul_forward(kc, A->ln1, W[W_ATT_K], NULL, 1, d, Hkv * D);
+            matmul_forward(vc, A->ln1, W[W_ATT_V], NULL, 1, d, Hkv * D);
+            rope_forward(A->q, 1, 1, H, D, pos, c->rope_theta);
+            rope_forward(kc, 1, 1, Hkv, D, pos, c->rope_theta);
+            attention_step(A->att_out, s->att_row, A->q, s->k_cache[l], s->v_cache[l], pos, H, Hkv, D);
+            matmul_forward(A->mixer, A->att_out, W[W_ATT_O], NULL, 1, H * D, d);
+        }
+        for (int i = 0; i < d; i++) s->x[i] += A->mixer[i];
+        rmsnorm_forward(A->ln2, A->ln2_rstd, s->x, W[W_MLP_NORM], 1, d, c->norm_eps);
+        mlp_forward(A->mlp, A, W, c, 1);
+        for (int i = 0; i < d; i++) s->x[i] += A->mlp[i];
+    }
+    rmsnorm_forward(A->ln1, A->ln1_rstd, s->x, m->w.norm, 1, d, c->norm_eps);
+    matmul_forward(s->logits, A->ln1, m->w.lm_head, NULL, 1, d, c->vocab_size);
+}
+
+// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
+int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temperature <= 0.0f) return best;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
+    double r = random_f32(rng) * sum, acc = 0.0;
+    for (int i = 0; i < V; i++) {
+        acc += exp((logits[i] - logits[best]) / temperature);
+        if (acc > r) return i;
+    }
+    return best;
+}
+
+// ----------------------------------------------------------------------------
+// optimizer-state file: header [0] magic [1] version [2] step [3] shard [4,5] data position (lo, hi)
+// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T; then AdamW m and v.
+
+typedef struct {
+    int step;
+    int shard;
+    size_t pos;
+    uint64_t rng;
+    int B, T;
+} TrainState;
+
+void state_write(const char* path, const Model* m, const TrainState* s) {
+    char tmp[PATH_CAP];
+    int32_t h[256] = {STATE_MAGIC, STATE_VERSION, s->step, s->shard};
+    h[4] = (int32_t)(s->pos & 0xffffffff); h[5] = (int32_t)(s->pos >> 32);
+    h[6] = (int32_t)(s->rng & 0xffffffff); h[7] = (int32_t)(s->rng >> 32);
+    h[8] = (int32_t)(m->num_params & 0xffffffff); h[9] = (int32_t)((uint64_t)m->num_params >> 32);
+    h[10] = s->B; h[11] = s->T;
+    FILE* f = atomic_open(path, tmp);
+    fwrite_check(h, sizeof(int32_t), 256, f, tmp);
+    fwrite_check(m->adam_m, sizeof(float), m->num_params, f, tmp);
+    fwrite_check(m->adam_v, sizeof(float), m->num_params, f, tmp);
+    atomic_commit(f, tmp, path);
+}
+
+void state_read(const char* path, Model* m, TrainState* s) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[256];
+    read_header(h, f, path, STATE_MAGIC, STATE_VERSION, "optimizer-state file");
+    s->step = h[2];
+    s->shard = h[3];
+    s->pos = (size_t)(uint32_t)h[4] | ((size_t)(uint32_t)h[5] << 32);
+    s->rng = (uint64_t)(uint32_t)h[6] | ((uint64_t)(uint32_t)h[7] << 32);
+    size_t n = (size_t)(uint32_t)h[8] | ((size_t)(uint32_t)h[9] << 32);
+    s->B = h[10];
+    s->T = h[11];
+    if (n != m->num_params) fail("'%s' holds optimizer state for %zu parameters, the model has %zu", path, n, m->num_params);
+    if (s->step < 0) fail("'%s': negative step %d", path, s->step);
+    int64_t want = 1024 + 8 * (int64_t)n, have = file_size(f);
+    if (have != want) fail("'%s' is %lld bytes, expected %lld (truncated or corrupt)", path, (long long)have, (long long)want);
+    fread_check(m->adam_m, sizeof(float), n, f, path);
+    fread_check(m->adam_v, sizeof(float), n, f, path);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(m->adam_m[i]) || !isfinite(m->adam_v[i]) || m->adam_v[i] < 0.0f)
+            fail("'%s': optimizer moment %zu is invalid (corrupt file)", path, i);
+}
+
+// Checkpoint of step s = the state before training step s: model_<s>.bin, state_<s>.bin, then the
+// marker DONE_<s>, written last, that says both files are complete. Resume looks for markers only.
+static void ckpt_path(char* out, size_t cap, const char* dir, const char* kind, int step) {
+    snprintf(out, cap, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") ? ".bin" : "");
+}
+
+void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int keep) {
+    char path[PATH_CAP];
+    for (size_t i = 0; i < m->num_params; i++)
+        if (!isfinite(m->params[i])) fail("refusing to save a checkpoint with non-finite parameters (step %d)", s->step);
+    ckpt_path(path, sizeof(path), dir, "model", s->step);
+    checkpoint_write(path, &m->config, m->params, m->num_params);
+    ckpt_path(path, sizeof(path), dir, "state", s->step);
+    state_write(path, m, s);
+    ckpt_path(path, sizeof(path), dir, "DONE", s->step);
+    char tmp[PATH_CAP];
+    FILE* f = atomic_open(path, tmp);
+    atomic_commit(f, tmp, path);
+    // drop checkpoints older than the `keep` most recent (marker first, so none is left half-deleted
+    // with its marker)
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
+    if (keep > 0 && glob(pattern, 0, NULL, &g) == 0) {
+        for (int i = 0; i + keep < (int)g.gl_pathc; i++) {
+            int old = atoi(strrchr(g.gl_pathv[i], '_') + 1);
+            const char* kinds[] = {"DONE", "model", "state"};
+            for (int k = 0; k < 3; k++) { ckpt_path(path, sizeof(path), dir, kinds[k], old); remove(path); }
+        }
+        globfree(&g);
+    }
+}
+
+// highest step with a DONE marker in dir, or −1
+int latest_checkpoint(const char* dir) {
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
+    int best = -1;
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            int s = atoi(strrchr(g.gl_pathv[i], '_') + 1);
+            if (s > best) best = s;
+        }
+        globfree(&g);
+    }
+    return best;
+}
+
+// ----------------------------------------------------------------------------
+// main: the training program
+
+#ifndef TESTING
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// mean loss over the first `batches` batches of the validation data
+float evaluate(Model* m, DataLoader* val, int batches) {
+    loader_seek(val, 0, 0);
+    double total = 0.0;
+    for (int i = 0; i < batches; i++) {
+        loader_next_batch(val);
+        model_forward(m, val->inputs, val->targets, val->B, val->T);
+        total += m->loss;
+    }
+    return (float)(total / batches);
+}
+
+void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, float temperature, uint64_t* rng) {
+    DecodeState s;
+    int plen = (int)strlen(prompt);
+    decode_init(&s, &m->config, plen + n_tokens + 1);
+    int pos = 0;
+    printf("---\n");
+    for (; pos < plen; pos++) { // byte-level tokenizer: each byte is a token
+        decode_step(m, &s, (unsigned char)prompt[pos], pos);
+        tokenizer_print(tok, (unsigned char)prompt[pos], stdout);
+    }
+    for (int i = 0; i < n_tokens; i++, pos++) {
+        int next = sample_token(s.logits, m->config.vocab_size, temperature, rng);
+        if (next == tok->eot_id) break;
+        tokenizer_print(tok, next, stdout);
+        decode_step(m, &s, next, pos);
+    }
+    printf("\n---\n");
+    fflush(stdout);
+    decode_free(&s, &m->config);
+}
+
+int main(int argc, char** argv) {
+    // model
+    int d_model = 128, n_layer = 4, gla_heads = 2, attn_heads = 4, attn_kv_heads = 0, mlp_hidden = 0, tie = 1;
+    const char* pattern = "gla:3";
+    float expand_k = 0.5f, expand_v = 1.0f;
+    // data and training
+    const char *train_glob = "data/tinyshakespeare/tiny_shakespeare_train.bin",
+               *val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin",
+               *tok_path = "data/tokenizer_bytes.bin", *out_dir = "out", *prompt = "\n";
+    int B = 16, T = 256, steps = 1000, warmup = 50, val_every = 250, val_batches = 20, sample_every = 500,
+        gen_tokens = 256, ckpt_every = 500, keep = 2, resume = 0, seed = 1337, chunk = 64, stop_at = 0;
+    float lr = 3e-3f, min_lr_frac = 0.1f, wd = 0.1f, clip = 1.0f, max_time = 0.0f, temperature = 0.8f;
+    Flag flags[] = {
+        {"train", 'i', FLAG_STRING, &train_glob, 0, 0, "training shards (glob)"},
+        {"val", 'j', FLAG_STRING, &val_glob, 0, 0, "validation shards (glob)"},
+        {"tokenizer", 'z', FLAG_STRING, &tok_path, 0, 0, "tokenizer file"},
+        {"out", 'o', FLAG_STRING, &out_dir, 0, 0, "directory for checkpoints"},
+        {"resume", 'r', FLAG_INT, &resume, 0, 1, "1: continue from the latest checkpoint in --out"},
+        {"d-model", 'd', FLAG_INT, &d_model, 8, 16384, "model width d"},
+        {"layers", 'L', FLAG_INT, &n_layer, 1, MAX_LAYERS, "number of layers"},
+        {"pattern", 'p', FLAG_STRING, &pattern, 0, 0, "mixers: list 'gla,gla,gla,attn', 'gla:3' (3:1), 'gla:pure', 'attn'"},
+        {"gla-heads", 0, FLAG_INT, &gla_heads, 1, 1024, "GLA heads"},
+        {"expand-k", 0, FLAG_FLOAT, &expand_k, 0.0625, 4, "GLA key dim = d * expand-k"},
+        {"expand-v", 0, FLAG_FLOAT, &expand_v, 0.0625, 4, "GLA value dim = d * expand-v"},
+        {"attn-heads", 0, FLAG_INT, &attn_heads, 1, 1024, "attention heads (head dim d/heads)"},
+        {"kv-heads", 0, FLAG_INT, &attn_kv_heads, 0, 1024, "attention key/value heads for GQA (0: = attn-heads)"},
+        {"mlp-hidden", 0, FLAG_INT, &mlp_hidden, 0, 65536, "SwiGLU width (0: fla's rule, 8d/3 rounded up to 256)"},
+        {"tie", 0, FLAG_INT, &tie, 0, 1, "1: LM head tied to the embedding"},
+        {"chunk", 0, FLAG_INT, &chunk, 1, 1024, "GLA chunk length for training"},
+        {"batch", 'b', FLAG_INT, &B, 1, 4096, "batch size B"},
+        {"seq-len", 'T', FLAG_INT, &T, 2, 65536, "sequence length T"},
+        {"steps", 'n', FLAG_INT, &steps, 0, 100000000, "training steps (the cosine schedule's length)"},
+        {"stop-at", 0, FLAG_INT, &stop_at, 0, 100000000, "stop at this step, keeping the schedule of --steps (0: at --steps)"},
+        {"max-time", 'x', FLAG_FLOAT, &max_time, 0, 1e9, "stop after this many seconds of training (0: no limit)"},
+        {"lr", 'l', FLAG_FLOAT, &lr, 0, 10, "peak learning rate"},
+        {"warmup", 'u', FLAG_INT, &warmup, 0, 100000000, "linear warmup steps"},
+        {"min-lr-frac", 'q', FLAG_FLOAT, &min_lr_frac, 0, 1, "final learning rate as a fraction of the peak"},
+        {"weight-decay", 'c', FLAG_FLOAT, &wd, 0, 10, "AdamW decoupled weight decay (matrices only)"},
+        {"grad-clip", 'g', FLAG_FLOAT, &clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
+        {"val-every", 'v', FLAG_INT, &val_every, 0, 100000000, "validation loss every N steps (0: only at the end)"},
+        {"val-batches", 'm', FLAG_INT, &val_batches, 1, 100000, "validation batches"},
+        {"sample-every", 's', FLAG_INT, &sample_every, 0, 100000000, "print a sample every N steps (0: only at the end)"},
+        {"gen-tokens", 'G', FLAG_INT, &gen_tokens, 0, 1000000, "tokens per sample"},
+        {"prompt", 0, FLAG_STRING, &prompt, 0, 0, "text the samples start from"},
+        {"temperature", 0, FLAG_FLOAT, &temperature, 0, 100, "sampling temperature (0: greedy)"},
+        {"ckpt-every", 'k', FLAG_INT, &ckpt_every, 0, 100000000, "checkpoint every N steps (0: only at the end)"},
+        {"keep", 0, FLAG_INT, &keep, 0, 1000000, "checkpoints to keep (0: all)"},
+        {"seed", 0, FLAG_INT, &seed, 0, 2147483647, "random seed (init and sampling)"},
+    };
+    parse_flags(argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
+                "Trains a GLA / softmax-attention hybrid language model on the CPU.");
+    if (warmup > steps && steps > 0) fail("--warmup %d exceeds --steps %d", warmup, steps);
+
+    Tokenizer tok;
+    tokenizer_load(&tok, tok_path);
+
+    Config cfg = {0};
+    TrainState ts = {0};
+    int start = resume ? latest_checkpoint(out_dir) : -1;
+    if (resume && start < 0) fail("--resume 1: no complete checkpoint (DONE_* marker) in '%s'", out_dir);
+    char path[PATH_CAP];
+    if (start >= 0) {
+        ckpt_path(path, sizeof(path), out_dir, "model", start);
+        checkpoint_read_config(path, &cfg);
+    } else {
+        cfg.vocab_size = tok.vocab_size;
+        cfg.d_model = d_model;
+        cfg.n_layer = n_layer;
+        cfg.mlp_hidden = mlp_hidden ? mlp_hidden : default_mlp_hidden(d_model);
+        cfg.tie_embeddings = tie;
+        cfg.gla_heads = gla_heads;
+        cfg.gla_dk = (int)(d_model * expand_k);
+        cfg.gla_dv = (int)(d_model * expand_v);
+        cfg.gla_gate_rank = 16;
+        cfg.gla_gate_normalizer = 16;
+        cfg.attn_heads = attn_heads;
+        cfg.attn_kv_heads = attn_kv_heads ? attn_kv_heads : attn_heads;
+        cfg.rope_theta = 10000.0f;
+        cfg.norm_eps = 1e-6f;
+        const char* bad = parse_pattern(pattern, n_layer, cfg.pattern);
+        if (bad) fail("--pattern '%s': %s", pattern, bad);
+        bad = validate_config(&cfg);
+        if (bad) fail("bad model flags: %s", bad);
+    }
+    if (cfg.vocab_size != tok.vocab_size)
+        fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d)", cfg.vocab_size, tok_path, tok.vocab_size);
+
+    Model model;
+    model_build(&model, &cfg);
+    model.chunk_size = chunk;
+    DataLoader train, val;
+    loader_init(&train, train_glob, B, T, cfg.vocab_size);
+    loader_init(&val, val_glob, B, T, cfg.vocab_size);
+    ts.rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1;
+    if (start >= 0) {
+        checkpoint_read_params(path, &cfg, model.params, model.num_params);
+        ckpt_path(path, sizeof(path), out_dir, "state", start);
+        state_read(path, &model, &ts);
+        if (ts.step != start) fail("'%s' is for step %d, its model file for step %d", path, ts.step, start);
+        if (ts.B != B || ts.T != T) fail("'%s' was trained with -b %d -T %d; resume with the same (got -b %d -T %d)", path, ts.B, ts.T, B, T);
+        loader_seek(&train, ts.shard, ts.pos);
+        printf("resumed from step %d of '%s'\n", start, out_dir);
+    } else {
+        model_init_weights(&model, (uint64_t)seed);
+        ts.B = B;
+        ts.T = T;
+    }
+    mkdir(out_dir, 0755);
+
+    model_alloc_acts(&model, B, T);
+    char pat[1024];
+    format_pattern(&cfg, pat, sizeof(pat));
+    double MiB = 1.0 / 1048576.0;
+    printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
+           cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
+           cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
+    printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
+    printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d)\n",
+           model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB,
+           model.act_floats * 4 * MiB, B, T);
+#ifdef _OPENMP
+    printf("threads: %d\n", omp_get_max_threads());
+#endif
+    printf("data: %zu shard(s) train, val %zu shard(s); %d steps of %d tokens\n", train.files.gl_pathc,
+           val.files.gl_pathc, steps, B * T);
+    TrainHyper hyper = {lr, min_lr_frac, wd, 0.9f, 0.95f, 1e-8f, clip, warmup, steps};
+
+    double t_start = now_seconds();
+    int first_step = ts.step, step = ts.step;
+    for (;; step++) {
+        int last = step >= steps || (stop_at > 0 && step >= stop_at) || (max_time > 0 && now_seconds() - t_start > max_time);
+        if ((val_every && step % val_every == 0) || last) {
+            float vl = evaluate(&model, &val, val_batches);
+            printf("step %5d | val loss %.4f nats/token\n", step, vl);
+        }
+        if ((sample_every && step % sample_every == 0 && step > 0) || last) {
+            uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
+            generate(&model, &tok, prompt, gen_tokens, temperature, &srng);
+        }
+        if ((ckpt_every && step % ckpt_every == 0 && step > start) || last) {
+            ts.step = step;
+            ts.shard = train.shard;
+            ts.pos = train.pos;
+            save_checkpoint(out_dir, &model, &ts, keep);
+        }
+        if (last) break;
+        double t0 = now_seconds();
+        loader_next_batch(&train);
+        model_forward(&model, train.inputs, train.targets, B, T);
+        model_backward(&model, train.inputs, train.targets);
+        float norm = grad_norm(&model);
+        if (!isfinite(model.loss) || !isfinite(norm)) {
+            const char* where = first_nonfinite_grad(&model);
+            fail("step %d: loss %g, grad norm %g; first non-finite gradient in '%s'. Stopped without saving; "
+                 "the last good checkpoint in '%s' is kept", step, model.loss, norm, where ? where : "(none: the loss)", out_dir);
+        }
+        float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+        float step_lr = learning_rate(&hyper, step);
+        adamw_update(&model, &hyper, step_lr, step + 1, scale);
+        double dt = now_seconds() - t0;
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n", step + 1, steps, model.loss,
+               step_lr, norm, dt * 1e3, B * T / dt);
+        fflush(stdout);
+    }
+    printf("trained steps %d..%d in %.1f s\n", first_step, step, now_seconds() - t_start);
+    loader_free(&train);
+    loader_free(&val);
+    tokenizer_free(&tok);
+    model_free(&model);
+    return 0;
+}
+#endif // TESTING
