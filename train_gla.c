@@ -72,7 +72,29 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
     }
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+// e^x in plain C that compilers vectorise (libm's expf is a call that stops loops from vectorising).
+// Cody–Waite reduction x = n ln2 + r, |r| ≤ ln2/2, then Cephes' degree-6 polynomial for e^r and 2^n
+// from the exponent bits: within 2 ulp of expf. Inputs are clamped to [−87, 88], so results stay
+// normal floats: e^{−87} ≈ 1.6e−38 stands in for "underflows to 0", which is harmless everywhere it
+// is used (decays, softmax weights).
+static inline float exp_fast(float x) {
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof(two_n));
+    return p * two_n;
+}
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
 static inline float siluf(float x) { return x * sigmoidf(x); }
 // d silu(x) / dx = σ(x) (1 + x (1 − σ(x)))
 static inline float silu_grad(float x) { float s = sigmoidf(x); return s * (1.0f + x * (1.0f - s)); }
@@ -115,7 +137,7 @@ void rope_forward(float* x, int B, int T, int NH, int D, int pos0, float theta) 
 void rope_backward(float* dx, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(dx, B, T, NH, D, pos0, theta, -1); }
 
 // log σ(x) = min(x, 0) − log1p(e^{−|x|}) (stable for any x); its derivative is 1 − σ(x) = σ(−x)
-static inline float logsigmoidf(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
+static inline float logsigmoidf(float x) { return fminf(x, 0.0f) - log1pf(exp_fast(-fabsf(x))); }
 
 // ----------------------------------------------------------------------------
 // GLA, the recurrent form (LAYERS.md §2.2): the clearest statement of the layer, used for generation
@@ -131,7 +153,7 @@ void gla_recurrent_step(float* o, float* S, const float* q, const float* k, cons
         float* oh = o + h * V;
         for (int j = 0; j < V; j++) oh[j] = 0.0f;
         for (int i = 0; i < K; i++) {
-            float decay = expf(ah[i]), qi = scale * qh[i];
+            float decay = exp_fast(ah[i]), qi = scale * qh[i];
             float* row = Sh + (size_t)i * V;
             for (int j = 0; j < V; j++) {
                 row[j] = decay * row[j] + kh[i] * vh[j];
@@ -172,7 +194,7 @@ void gla_recurrent_backward(float* dq, float* dk, float* dv, float* da, const fl
             for (int t = 0; t < T; t++) {
                 size_t rk = ((size_t)b * T + t) * H * K + h * K, rv = ((size_t)b * T + t) * H * V + h * V;
                 for (int i = 0; i < K; i++) {
-                    float decay = expf(a[rk + i]);
+                    float decay = exp_fast(a[rk + i]);
                     for (int j = 0; j < V; j++)
                         S[(t + 1) * KV + i * V + j] = decay * S[t * KV + i * V + j] + k[rk + i] * v[rv + j];
                 }
@@ -184,7 +206,7 @@ void gla_recurrent_backward(float* dq, float* dk, float* dv, float* da, const fl
                 for (int j = 0; j < V; j++) dv[rv + j] = 0.0f;
                 for (int i = 0; i < K; i++) {
                     float qi = scale * q[rk + i], sdo = 0.0f, dkv = 0.0f, dsum = 0.0f;
-                    float decay = expf(a[rk + i]);
+                    float decay = exp_fast(a[rk + i]);
                     for (int j = 0; j < V; j++) {
                         D[i * V + j] += qi * dout[rv + j];
                         sdo += St[i * V + j] * dout[rv + j];
@@ -211,13 +233,6 @@ void gla_recurrent_backward(float* dq, float* dk, float* dv, float* da, const fl
 //     S_next = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
 // Every exponent is a difference G_later − G_earlier ≤ 0, so nothing overflows whatever the decay.
 
-// G (n,K) = inclusive cumsum over the chunk's rows of a; a rows are `stride` floats apart
-static void chunk_cumsum(float* G, const float* a, int n, int K, size_t stride) {
-    for (int c = 0; c < K; c++) G[c] = a[c];
-    for (int i = 1; i < n; i++)
-        for (int c = 0; c < K; c++) G[(size_t)i * K + c] = G[(size_t)(i - 1) * K + c] + a[i * stride + c];
-}
-
 // Gate gradient from dq and dk alone (LAYERS.md §2.5.3; what fla's kernels use), valid for a zero
 // initial state and an unused final state:
 //     da_t = Σ_{s≥t} (q_s ⊙ dq_s − k_s ⊙ dk_s)       (a reverse cumulative sum over time)
@@ -241,136 +256,189 @@ void gla_gate_grad(float* da, const float* q, const float* k, const float* dq, c
     }
 }
 
+// Per-chunk working set of one (batch, head): the chunk's rows gathered contiguously, the
+// chunk-local cumulative log-gates and the exponentials built from them.
+typedef struct {
+    float *q, *k, *v, *dout;   // (C,K) (C,K) (C,V) (C,V)
+    float *G;                  // (C,K) inclusive cumsum of a within the chunk (≤ 0, decreasing)
+    float *q_decay;            // (C,K) scale q_i ⊙ e^{G_i}            (reads the entering state)
+    float *k_decay;            // (C,K) k_j ⊙ e^{G_L − G_j}            (writes the leaving state)
+    float *P;                  // (n,n) P_ij = scale Σ_c q_ic k_jc e^{G_ic − G_jc} for j ≤ i
+} ChunkScratch;
+
+static void chunk_scratch_alloc(ChunkScratch* s, int C, int K, int V) {
+    s->q = (float*)malloc_check((size_t)C * K * sizeof(float));
+    s->k = (float*)malloc_check((size_t)C * K * sizeof(float));
+    s->v = (float*)malloc_check((size_t)C * V * sizeof(float));
+    s->dout = (float*)malloc_check((size_t)C * V * sizeof(float));
+    s->G = (float*)malloc_check((size_t)C * K * sizeof(float));
+    s->q_decay = (float*)malloc_check((size_t)C * K * sizeof(float));
+    s->k_decay = (float*)malloc_check((size_t)C * K * sizeof(float));
+    s->P = (float*)malloc_check((size_t)C * C * sizeof(float));
+}
+static void chunk_scratch_free(ChunkScratch* s) {
+    free(s->q); free(s->k); free(s->v); free(s->dout); free(s->G); free(s->q_decay); free(s->k_decay);
+    free(s->P);
+}
+
+// Gathers rows t0..t0+n of one head (rows `stride` floats apart) into dst (n, width).
+static void gather_rows(float* dst, const float* src, int n, int width, size_t stride) {
+    for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * width, src + i * stride, width * sizeof(float));
+}
+
+// Loads one chunk (n rows) and computes G, q_decay, k_decay and the intra-chunk matrix P.
+static void chunk_prepare(ChunkScratch* s, const float* q, const float* k, const float* v, const float* a, int n,
+                          int K, int V, size_t sk, size_t sv, float scale) {
+    gather_rows(s->q, q, n, K, sk);
+    gather_rows(s->k, k, n, K, sk);
+    gather_rows(s->v, v, n, V, sv);
+    for (int c = 0; c < K; c++) s->G[c] = a[c];
+    for (int i = 1; i < n; i++)
+        for (int c = 0; c < K; c++) s->G[i * K + c] = s->G[(i - 1) * K + c] + a[i * sk + c];
+    const float* GL = s->G + (size_t)(n - 1) * K;
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < K; c++) {
+            s->q_decay[i * K + c] = scale * s->q[i * K + c] * exp_fast(s->G[i * K + c]);
+            s->k_decay[i * K + c] = s->k[i * K + c] * exp_fast(GL[c] - s->G[i * K + c]);
+        }
+    for (int i = 0; i < n; i++) {
+        const float *Gi = s->G + (size_t)i * K, *qi = s->q + (size_t)i * K;
+        for (int j = 0; j <= i; j++) {
+            const float *Gj = s->G + (size_t)j * K, *kj = s->k + (size_t)j * K;
+            float p = 0.0f;
+            for (int c = 0; c < K; c++) p += qi[c] * kj[c] * exp_fast(Gi[c] - Gj[c]);
+            s->P[i * n + j] = scale * p;
+        }
+    }
+}
+
 // o (B,T,H,V); states (B,H,NC,K,V) = the state entering each of the NC = ceil(T/C) chunks (kept for
 // the backward); q, k, a (B,T,H,K); v (B,T,H,V)
 void gla_chunk_forward(float* o, float* states, const float* q, const float* k, const float* v, const float* a,
                        int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
     size_t sk = (size_t)H * K, sv = (size_t)H * V;   // time strides
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float* G = (float*)malloc_check((size_t)C * K * sizeof(float));
-            float* e = (float*)malloc_check(K * sizeof(float));
+            ChunkScratch s;
+            chunk_scratch_alloc(&s, C, K, V);
             float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
             for (int ch = 0; ch < NC; ch++) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
                 size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
-                const float *qc = q + base_k, *kc = k + base_k, *vc = v + base_v;
                 memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
-                chunk_cumsum(G, a + base_k, n, K, sk);
+                chunk_prepare(&s, q + base_k, k + base_k, v + base_v, a + base_k, n, K, V, sk, sv, scale);
+                // o_i = (scale q_i ⊙ e^{G_i})ᵀ S + Σ_{j≤i} P_ij v_j
                 for (int i = 0; i < n; i++) {
                     float* oi = o + base_v + i * sv;
-                    const float* Gi = G + (size_t)i * K;
-                    // inter-chunk: (q_i ⊙ e^{G_i})ᵀ S
                     for (int j = 0; j < V; j++) oi[j] = 0.0f;
                     for (int c = 0; c < K; c++) {
-                        float qd = qc[i * sk + c] * expf(Gi[c]);
-                        for (int j = 0; j < V; j++) oi[j] += qd * S[(size_t)c * V + j];
+                        float x = s.q_decay[i * K + c];
+                        const float* Sc = S + (size_t)c * V;
+                        for (int j = 0; j < V; j++) oi[j] += x * Sc[j];
                     }
-                    // intra-chunk: Σ_{j≤i} P_ij v_j
                     for (int jr = 0; jr <= i; jr++) {
-                        const float* Gj = G + (size_t)jr * K;
-                        float p = 0.0f;
-                        for (int c = 0; c < K; c++) p += qc[i * sk + c] * kc[jr * sk + c] * expf(Gi[c] - Gj[c]);
-                        for (int j = 0; j < V; j++) oi[j] += p * vc[jr * sv + j];
+                        float p = s.P[i * n + jr];
+                        const float* vj = s.v + (size_t)jr * V;
+                        for (int j = 0; j < V; j++) oi[j] += p * vj[j];
                     }
-                    for (int j = 0; j < V; j++) oi[j] *= scale;
                 }
-                // state pass: S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
-                const float* GL = G + (size_t)(n - 1) * K;
+                // S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
+                const float* GL = s.G + (size_t)(n - 1) * K;
                 for (int c = 0; c < K; c++) {
-                    float decay = expf(GL[c]);
-                    for (int j = 0; j < V; j++) S[(size_t)c * V + j] *= decay;
-                }
-                for (int jr = 0; jr < n; jr++) {
-                    for (int c = 0; c < K; c++) e[c] = kc[jr * sk + c] * expf(GL[c] - G[(size_t)jr * K + c]);
-                    for (int c = 0; c < K; c++)
-                        for (int j = 0; j < V; j++) S[(size_t)c * V + j] += e[c] * vc[jr * sv + j];
+                    float* Sc = S + (size_t)c * V;
+                    float decay = exp_fast(GL[c]);
+                    for (int j = 0; j < V; j++) Sc[j] *= decay;
+                    for (int jr = 0; jr < n; jr++) {
+                        float x = s.k_decay[jr * K + c];
+                        const float* vj = s.v + (size_t)jr * V;
+                        for (int j = 0; j < V; j++) Sc[j] += x * vj[j];
+                    }
                 }
             }
-            free(G);
-            free(e);
+            chunk_scratch_free(&s);
             free(S);
         }
 }
 
 // Backward of gla_chunk_forward. dq, dk, da (B,T,H,K), dv (B,T,H,V) overwritten; dout (B,T,H,V).
-// Chunks are visited last to first carrying dS = dL/dS_next. Within a chunk:
-//     dq_i = scale [ e^{G_i} ⊙ (S do_i) + Σ_{j≤i} (do_i·v_j) (k_j ⊙ e^{G_i−G_j}) ]
-//     dk_j = scale Σ_{i≥j} (do_i·v_j) (q_i ⊙ e^{G_i−G_j}) + e^{G_L−G_j} ⊙ (dS v_j)
-//     dv_j = scale Σ_{i≥j} P_ij do_i + dSᵀ (k_j ⊙ e^{G_L−G_j})
-//     dS  ← diag(e^{G_L}) dS + scale Σ_i (q_i ⊙ e^{G_i}) do_iᵀ
+// Chunks are visited last to first carrying dS = dL/dS_next. Within a chunk, with
+// dP_ij = scale do_i·v_j (j ≤ i):
+//     dq_i = scale e^{G_i} ⊙ (S do_i) + Σ_{j≤i} dP_ij (k_j ⊙ e^{G_i−G_j})
+//     dk_j = e^{G_L−G_j} ⊙ (dS v_j) + Σ_{i≥j} dP_ij (q_i ⊙ e^{G_i−G_j})
+//     dv_j = Σ_{i≥j} P_ij do_i + dSᵀ (k_j ⊙ e^{G_L−G_j})
+//     dS  ← diag(e^{G_L}) dS + Σ_i (scale q_i ⊙ e^{G_i}) do_iᵀ
 // and the gate gradient comes from dq, dk through the reverse-cumsum identity (gla_gate_grad).
 void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float* dout, const float* states,
                         const float* q, const float* k, const float* v, const float* a, int B, int T, int H, int K,
                         int V, int C, float scale) {
     int NC = (T + C - 1) / C;
     size_t sk = (size_t)H * K, sv = (size_t)H * V;
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float* G = (float*)malloc_check((size_t)C * K * sizeof(float));
-            float* e = (float*)malloc_check(K * sizeof(float));
+            ChunkScratch s;
+            chunk_scratch_alloc(&s, C, K, V);
             float* dS = (float*)calloc_check((size_t)K * V, sizeof(float));
             for (int ch = NC - 1; ch >= 0; ch--) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
                 size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
-                const float *qc = q + base_k, *kc = k + base_k, *vc = v + base_v, *doc = dout + base_v;
-                float *dqc = dq + base_k, *dkc = dk + base_k, *dvc = dv + base_v;
                 const float* S = states + (((size_t)b * H + h) * NC + ch) * K * V;
-                chunk_cumsum(G, a + base_k, n, K, sk);
-                const float* GL = G + (size_t)(n - 1) * K;
-                // contributions through the states: S (entering) and dS (leaving)
+                chunk_prepare(&s, q + base_k, k + base_k, v + base_v, a + base_k, n, K, V, sk, sv, scale);
+                gather_rows(s.dout, dout + base_v, n, V, sv);
+                const float* GL = s.G + (size_t)(n - 1) * K;
+                // terms through the entering state S and the leaving state's gradient dS
                 for (int i = 0; i < n; i++) {
-                    const float* Gi = G + (size_t)i * K;
+                    const float *doi = s.dout + (size_t)i * V, *vi = s.v + (size_t)i * V;
+                    float *dqi = dq + base_k + i * sk, *dki = dk + base_k + i * sk, *dvi = dv + base_v + i * sv;
                     for (int c = 0; c < K; c++) {
+                        const float *Sc = S + (size_t)c * V, *dSc = dS + (size_t)c * V;
                         float sdo = 0.0f, dsv = 0.0f;
-                        for (int j = 0; j < V; j++) {
-                            sdo += S[(size_t)c * V + j] * doc[i * sv + j];
-                            dsv += dS[(size_t)c * V + j] * vc[i * sv + j];
-                        }
-                        dqc[i * sk + c] = scale * expf(Gi[c]) * sdo;
-                        e[c] = expf(GL[c] - Gi[c]);
-                        dkc[i * sk + c] = e[c] * dsv;
+                        for (int j = 0; j < V; j++) { sdo += Sc[j] * doi[j]; dsv += dSc[j] * vi[j]; }
+                        dqi[c] = scale * exp_fast(s.G[i * K + c]) * sdo;
+                        dki[c] = exp_fast(GL[c] - s.G[i * K + c]) * dsv;
                     }
-                    for (int j = 0; j < V; j++) {
-                        float acc = 0.0f;
-                        for (int c = 0; c < K; c++) acc += dS[(size_t)c * V + j] * kc[i * sk + c] * e[c];
-                        dvc[i * sv + j] = acc;
+                    for (int j = 0; j < V; j++) dvi[j] = 0.0f;
+                    for (int c = 0; c < K; c++) {
+                        float x = s.k_decay[i * K + c];
+                        const float* dSc = dS + (size_t)c * V;
+                        for (int j = 0; j < V; j++) dvi[j] += x * dSc[j];
                     }
                 }
-                // intra-chunk pairs j ≤ i
+                // intra-chunk pairs j ≤ i: one vector of exponentials serves dq_i and dk_j
                 for (int i = 0; i < n; i++) {
-                    const float* Gi = G + (size_t)i * K;
+                    const float *Gi = s.G + (size_t)i * K, *qi = s.q + (size_t)i * K, *doi = s.dout + (size_t)i * V;
+                    float* dqi = dq + base_k + i * sk;
                     for (int jr = 0; jr <= i; jr++) {
-                        const float* Gj = G + (size_t)jr * K;
-                        float dp = 0.0f, p = 0.0f;
-                        for (int j = 0; j < V; j++) dp += doc[i * sv + j] * vc[jr * sv + j];
+                        const float *Gj = s.G + (size_t)jr * K, *kj = s.k + (size_t)jr * K, *vj = s.v + (size_t)jr * V;
+                        float* dkj = dk + base_k + jr * sk;
+                        float dp = 0.0f;
+                        for (int j = 0; j < V; j++) dp += doi[j] * vj[j];
                         dp *= scale;
                         for (int c = 0; c < K; c++) {
-                            float w = expf(Gi[c] - Gj[c]);
-                            p += qc[i * sk + c] * kc[jr * sk + c] * w;
-                            dqc[i * sk + c] += dp * kc[jr * sk + c] * w;
-                            dkc[jr * sk + c] += dp * qc[i * sk + c] * w;
+                            float w = exp_fast(Gi[c] - Gj[c]);
+                            dqi[c] += dp * kj[c] * w;
+                            dkj[c] += dp * qi[c] * w;
                         }
-                        p *= scale;
-                        for (int j = 0; j < V; j++) dvc[jr * sv + j] += p * doc[i * sv + j];
+                        float p = s.P[i * n + jr];
+                        float* dvj = dv + base_v + jr * sv;
+                        for (int j = 0; j < V; j++) dvj[j] += p * doi[j];
                     }
                 }
                 // dS for the previous chunk
                 for (int c = 0; c < K; c++) {
-                    float decay = expf(GL[c]);
-                    for (int j = 0; j < V; j++) dS[(size_t)c * V + j] *= decay;
-                }
-                for (int i = 0; i < n; i++)
-                    for (int c = 0; c < K; c++) {
-                        float qd = scale * qc[i * sk + c] * expf(G[(size_t)i * K + c]);
-                        for (int j = 0; j < V; j++) dS[(size_t)c * V + j] += qd * doc[i * sv + j];
+                    float* dSc = dS + (size_t)c * V;
+                    float decay = exp_fast(GL[c]);
+                    for (int j = 0; j < V; j++) dSc[j] *= decay;
+                    for (int i = 0; i < n; i++) {
+                        float x = s.q_decay[i * K + c];
+                        const float* doi = s.dout + (size_t)i * V;
+                        for (int j = 0; j < V; j++) dSc[j] += x * doi[j];
                     }
+                }
             }
-            free(G);
-            free(e);
+            chunk_scratch_free(&s);
             free(dS);
         }
     gla_gate_grad(da, q, k, dq, dk, B, T, H * K);
@@ -542,36 +610,55 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
 // ----------------------------------------------------------------------------
 // causal softmax attention with RoPE and GQA (LAYERS.md §8)
 
+// Copies kv head g of x (B,T,Hkv,D) for batch b into (T,D) rows, or transposed into (D,T) so that
+// a query's scores over all keys are one vectorisable loop over key positions.
+static void gather_head(float* dst, const float* x, int b, int g, int T, int Hkv, int D, int transpose) {
+    for (int s = 0; s < T; s++) {
+        const float* src = x + (((size_t)b * T + s) * Hkv + g) * D;
+        for (int i = 0; i < D; i++) {
+            if (transpose) dst[(size_t)i * T + s] = src[i];
+            else dst[(size_t)s * D + i] = src[i];
+        }
+    }
+}
+
 // out (B,T,H,D); att (B,H,T,T) probabilities (upper triangle left unused); q (B,T,H,D);
 // k, v (B,T,Hkv,D). Query head h reads kv head h / (H/Hkv).
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, int B, int T,
                        int H, int Hkv, int D) {
     float scale = 1.0f / sqrtf((float)D);
     int group = H / Hkv;
-    #pragma omp parallel for collapse(3)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
+        for (int h = 0; h < H; h++) {
+            float* kT = (float*)malloc_check((size_t)D * T * sizeof(float));   // (D,T)
+            float* vh = (float*)malloc_check((size_t)T * D * sizeof(float));   // (T,D)
+            gather_head(kT, k, b, h / group, T, Hkv, D, 1);
+            gather_head(vh, v, b, h / group, T, Hkv, D, 0);
             for (int t = 0; t < T; t++) {
                 const float* qt = q + (((size_t)b * T + t) * H + h) * D;
                 float* p = att + (((size_t)b * H + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float* ks = k + (((size_t)b * T + s) * Hkv + h / group) * D;
-                    float dot = 0.0f;
-                    for (int i = 0; i < D; i++) dot += qt[i] * ks[i];
-                    p[s] = dot * scale;
-                    if (p[s] > maxv) maxv = p[s];
+                for (int s = 0; s <= t; s++) p[s] = 0.0f;
+                for (int i = 0; i < D; i++) {
+                    float x = qt[i] * scale;
+                    const float* kTi = kT + (size_t)i * T;
+                    for (int s = 0; s <= t; s++) p[s] += x * kTi[s];
                 }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+                float maxv = -INFINITY, sum = 0.0f;
+                for (int s = 0; s <= t; s++) maxv = fmaxf(maxv, p[s]);
+                for (int s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
+                float inv = 1.0f / sum;
                 float* ot = out + (((size_t)b * T + t) * H + h) * D;
                 for (int i = 0; i < D; i++) ot[i] = 0.0f;
                 for (int s = 0; s <= t; s++) {
-                    p[s] /= sum;
-                    const float* vs = v + (((size_t)b * T + s) * Hkv + h / group) * D;
+                    p[s] *= inv;
+                    const float* vs = vh + (size_t)s * D;
                     for (int i = 0; i < D; i++) ot[i] += p[s] * vs[i];
                 }
             }
+            free(kT);
+            free(vh);
+        }
 }
 
 // dq (B,T,H,D), dk, dv (B,T,Hkv,D) +=. With P the probabilities: dV = Pᵀ dO; dP = dO Vᵀ;
@@ -581,35 +668,48 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, int B, int T, int H, int Hkv, int D) {
     float scale = 1.0f / sqrtf((float)D);
     int group = H / Hkv;
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < Hkv; g++) {
+            float* kh = (float*)malloc_check((size_t)T * D * sizeof(float));   // (T,D)
+            float* vT = (float*)malloc_check((size_t)D * T * sizeof(float));   // (D,T)
+            float* dkh = (float*)calloc_check((size_t)T * D, sizeof(float));   // (T,D)
+            float* dvh = (float*)calloc_check((size_t)T * D, sizeof(float));   // (T,D)
             float* dp = (float*)malloc_check(T * sizeof(float));
+            gather_head(kh, k, b, g, T, Hkv, D, 0);
+            gather_head(vT, v, b, g, T, Hkv, D, 1);
             for (int h = g * group; h < (g + 1) * group; h++)
                 for (int t = 0; t < T; t++) {
                     const float* p = att + (((size_t)b * H + h) * T + t) * T;
                     const float* dot_ = dout + (((size_t)b * T + t) * H + h) * D;
                     const float* qt = q + (((size_t)b * T + t) * H + h) * D;
                     float* dqt = dq + (((size_t)b * T + t) * H + h) * D;
-                    float rowsum = 0.0f;
-                    for (int s = 0; s <= t; s++) {
-                        const float* vs = v + (((size_t)b * T + s) * Hkv + g) * D;
-                        float x = 0.0f;
-                        for (int i = 0; i < D; i++) x += dot_[i] * vs[i];
-                        dp[s] = x;
-                        rowsum += p[s] * x;
+                    for (int s = 0; s <= t; s++) dp[s] = 0.0f;
+                    for (int i = 0; i < D; i++) {
+                        float x = dot_[i];
+                        const float* vTi = vT + (size_t)i * T;
+                        for (int s = 0; s <= t; s++) dp[s] += x * vTi[s];
                     }
+                    float rowsum = 0.0f;
+                    for (int s = 0; s <= t; s++) rowsum += p[s] * dp[s];
+                    for (int s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - rowsum) * scale;   // dS
                     for (int s = 0; s <= t; s++) {
-                        size_t kv = (((size_t)b * T + s) * Hkv + g) * D;
-                        float ds = p[s] * (dp[s] - rowsum) * scale;
+                        const float* ks = kh + (size_t)s * D;
+                        float *dks = dkh + (size_t)s * D, *dvs = dvh + (size_t)s * D;
                         for (int i = 0; i < D; i++) {
-                            dqt[i] += ds * k[kv + i];
-                            dk[kv + i] += ds * qt[i];
-                            dv[kv + i] += p[s] * dot_[i];
+                            dqt[i] += dp[s] * ks[i];
+                            dks[i] += dp[s] * qt[i];
+                            dvs[i] += p[s] * dot_[i];
                         }
                     }
                 }
-            free(dp);
+            for (int s = 0; s < T; s++)
+                for (int i = 0; i < D; i++) {
+                    size_t r = (((size_t)b * T + s) * Hkv + g) * D + i;
+                    dk[r] += dkh[(size_t)s * D + i];
+                    dv[r] += dvh[(size_t)s * D + i];
+                }
+            free(kh); free(vT); free(dkh); free(dvh); free(dp);
         }
 }
 
@@ -692,7 +792,7 @@ float crossentropy_forward(float* logits, const int* targets, int N, int V, int*
         float maxv = -INFINITY;
         for (int i = 0; i < V; i++) maxv = fmaxf(maxv, row[i]);
         float sum = 0.0f;
-        for (int i = 0; i < V; i++) { row[i] = expf(row[i] - maxv); sum += row[i]; }
+        for (int i = 0; i < V; i++) { row[i] = exp_fast(row[i] - maxv); sum += row[i]; }
         for (int i = 0; i < V; i++) row[i] /= sum;
         if (targets[n] >= 0) {
             total += -log((double)row[targets[n]]);
@@ -1003,7 +1103,7 @@ static void attention_step(float* out, float* p, const float* q, const float* kc
             p[s] = dot * scale;
             maxv = fmaxf(maxv, p[s]);
         }
-        for (int s = 0; s <= pos; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+        for (int s = 0; s <= pos; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
         for (int i = 0; i < D; i++) out[h * D + i] = 0.0f;
         for (int s = 0; s <= pos; s++) {
             const float* vs = vc + ((size_t)s * Hkv + h / group) * D;
@@ -1216,7 +1316,7 @@ int main(int argc, char** argv) {
                *val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin",
                *tok_path = "data/tokenizer_bytes.bin", *out_dir = "out", *prompt = "\n";
     int B = 16, T = 256, steps = 1000, warmup = 50, val_every = 250, val_batches = 20, sample_every = 500,
-        gen_tokens = 256, ckpt_every = 500, keep = 2, resume = 0, seed = 1337, chunk = 64, stop_at = 0;
+        gen_tokens = 256, ckpt_every = 500, keep = 2, resume = 0, seed = 1337, chunk = 16, stop_at = 0;
     float lr = 3e-3f, min_lr_frac = 0.1f, wd = 0.1f, clip = 1.0f, max_time = 0.0f, temperature = 0.8f;
     Flag flags[] = {
         {"train", 'i', FLAG_STRING, &train_glob, 0, 0, "training shards (glob)"},

@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
     nth = omp_get_max_threads();
 #endif
-    printf("matmul.h: MR=%d NR=%d KC=%d MC=%d NC=%d, threads=%d\n", MM_MR, MM_NR, MM_KC, MM_MC, MM_NC, nth);
+    printf("matmul.h: MR=%d NR=%d NR2=%d KC=%d NC=%d, threads=%d\n", MM_MR, MM_NR, MM_NR2, MM_KC, MM_NC, nth);
 #ifdef WITH_CBLAS
     printf("OpenBLAS: %s | core %s | parallel=%d (0 seq, 1 pthreads, 2 OpenMP) | threads=%d\n",
            openblas_get_config(), openblas_get_corename(), openblas_get_parallel(), openblas_get_num_threads());

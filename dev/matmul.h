@@ -2,322 +2,419 @@
  * matmul.h -- portable, cache-blocked, OpenMP-parallel float32 matmul
  * (forward + backward of a torch-style Linear layer) for a CPU trainer.
  *
- * Plain C99, no intrinsics: the inner kernel is written so that gcc/clang
- * auto-vectorise it (SIMD width chosen per ISA below).  Everything funnels
- * into one GEMM driver, mm_gemm(), that computes
+ * Plain C99 + OpenMP pragmas, no intrinsics: the micro-kernel is written so
+ * that gcc and clang auto-vectorise it (tile sizes are chosen per ISA below).
+ * Builds without -fopenmp too (serial; pragmas are ignored).
  *
- *     C (M,Nc) (+)= A (M,K) @ B (K,Nc)
+ * Everything funnels into one GEMM driver, mm_gemm():
  *
- * where A, B and C are addressed through (row stride, column stride) pairs,
- * so the three products of a Linear layer are just different stride choices:
+ *     C (M,Nc) (+)= A (M,K) @ B (K,Nc)           C row-major, ldc = row stride
  *
- *     forward   out     = inp  @ W^T   A=inp (N,C)     B=W^T (C,OC)  K=C
- *     backward  dinp   += dout @ W     A=dout (N,OC)   B=W (OC,C)    K=OC
- *     backward  dweight+= dout^T @ inp A=dout^T(OC,N)  B=inp (N,C)   K=N
+ * with A and B addressed through (row stride, column stride) pairs, so the
+ * three products of a Linear layer are just different stride choices:
  *
- * Blocking (classic Goto/BLIS scheme, loops from outside in):
+ *     forward   out      = inp    @ W^T   A=inp   (N,C)   B=W^T (C,OC)   K=C
+ *     backward  dinp    += dout   @ W     A=dout  (N,OC)  B=W   (OC,C)   K=OC
+ *     backward  dweight += dout^T @ inp   A=dout^T(OC,N)  B=inp (N,C)    K=N
  *
- *   jc : columns of C in blocks of MM_NC            (bounds the packed-B buffer)
- *   pc : the K dimension in blocks of <= MM_KC
- *        -> the B block (kc x nc) is packed into "strips" of MM_NR columns,
- *           stored k-major: strip[k*MM_NR + j].  A strip (kc*MM_NR floats)
- *           is what stays hot in L1/L2 while the kernel sweeps rows.
- *   ic : rows of C in blocks of MM_MC (per thread)
- *        -> the A block (mc x kc) is packed into "panels" of MM_MR rows,
- *           stored k-major: panel[k*MM_MR + i]  (L2 resident).
- *   jr : strips of the packed B block
- *   ir : panels of the packed A block
- *        -> micro-kernel: an MM_MR x MM_NR tile of C is accumulated in
- *           registers over the kc loop: for each k, MM_NR/SIMD vector loads
- *           of B, MM_MR broadcasts of A, MM_MR*MM_NR/SIMD FMAs.
+ * Blocking.  The micro-kernel computes an MR x NR tile of C in registers:
+ * for each k it loads NR/SIMD vectors of B, broadcasts MR values of A and
+ * does MR*NR/SIMD FMAs.  Around it (per thread):
  *
- * Packing zero-pads ragged edges, so the kernel always runs full MR x NR
- * tiles; only the final store is clipped.  Any M, Nc, K >= 1 work.
+ *   jc : the thread's columns, in chunks of <= MM_NC
+ *   pc : K in blocks of <= MM_KC
+ *        -> pack B(pc block, jc chunk) into strips of NR columns, each stored
+ *           k-major (strip[k*NR + j]), zero-padded on the right.  The chunk
+ *           (kc x nc floats) stays in L2 while all row panels sweep over it.
+ *   p  : the thread's row panels of MR rows
+ *        -> the A panel (MR x kc) is read in place when A is row-major
+ *           (forward, dinp: no packing), or copied into a small k-major
+ *           buffer (dweight, where A = dout^T; and ragged last panels).
+ *           It stays in L1 while the kernel runs over all strips of the chunk.
+ *   s  : strips of the chunk -> micro-kernel, then the tile is written to C.
  *
- * Threading / determinism: threads only split the *output* tile space (rows
- * of panels x columns of strips); each element of C is always summed in the
- * same order (k ascending inside a K block, K blocks ascending), regardless
- * of thread count or schedule.  Block sizes do not depend on the thread
- * count, so results are bitwise identical for any OMP_NUM_THREADS and also
- * for builds without OpenMP.
+ * Column remainders: full NR-wide strips use the "wide" kernel; the columns
+ * left over at the right edge use a "narrow" kernel of one SIMD vector width
+ * (MM_NR2), so e.g. OC=16 wastes nothing.  Row remainders are zero-padded.
+ * Any M, Nc, K >= 1 work.
  *
- * Scratch: one static packed-B buffer (MM_KC*MM_NC floats, 1 MiB) plus a
- * per-thread packed-A buffer on the stack (MM_MC*MM_KC floats, <= 96 KiB).
- * Nothing is malloc'ed.  Because of the static buffer the functions are not
- * re-entrant: do not call them concurrently from several threads.
+ * Threading.  One parallel region per GEMM with NO barriers inside: the
+ * output is split into a tr x tc grid of (row panels x column strips), one
+ * block per thread, and every thread packs the data it needs itself.  This
+ * keeps small GEMMs cheap and degrades gracefully when cores are shared.
+ *
+ * Determinism.  Each element of C is summed in a fixed order (k ascending
+ * within a K block, K blocks ascending); block sizes never depend on the
+ * thread count, so results are bitwise identical for any OMP_NUM_THREADS
+ * and for builds without OpenMP.
+ *
+ * Scratch memory.  Each thread needs MM_KC*MM_NC + MM_MR*MM_KC floats
+ * (~1 MiB).  It is allocated once (grown if the thread count grows) and
+ * released at exit, so nothing is allocated per call.  Consequently these
+ * functions are not re-entrant: do not call them from several threads at
+ * the same time.
  */
 #ifndef MATMUL_H
 #define MATMUL_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 /* ------------------------------------------------------------------------ */
-/* Tuning parameters.  MR x NR is the register tile of the micro-kernel:    */
-/* MR*NR/SIMD accumulators + NR/SIMD B vectors + 1 broadcast must fit in     */
-/* the vector register file.                                                 */
-#ifndef MM_MR                       /* (all of these can be overridden with -D) */
+/* Tuning.  MR x NR is the register tile of the wide kernel:                */
+/*   MR*NR/SIMD accumulators + NR/SIMD B vectors + 1 broadcast <= #vregs.   */
+/* MM_NR2 (narrow kernel width, used for ragged right edges) = SIMD width.  */
+/* All of these can be overridden with -D.                                  */
+#ifndef MM_MR
 #if defined(__AVX512F__)            /* 32 x 512-bit regs: 24 acc + 4 B      */
 #define MM_MR 6
 #define MM_NR 64
+#define MM_NR2 16
 #elif defined(__AVX__)              /* 16 x 256-bit regs: 12 acc + 2 B      */
 #define MM_MR 6
 #define MM_NR 16
-#elif defined(__aarch64__)          /* 32 x 128-bit regs: 24 acc + 4 B      */
+#define MM_NR2 8
+#elif defined(__aarch64__) || defined(__ARM_NEON)  /* 32 x 128-bit regs     */
 #define MM_MR 6
 #define MM_NR 16
+#define MM_NR2 4
 #else                               /* SSE2 / generic: 16 x 128-bit regs    */
 #define MM_MR 4
 #define MM_NR 8
+#define MM_NR2 4
 #endif
+#endif
+#ifndef MM_NR2
+#define MM_NR2 MM_NR
 #endif
 #ifndef MM_KC
-#define MM_KC 256                   /* K block: kc*NR floats of B per strip */
-#endif
-#ifndef MM_MC
-#define MM_MC (16 * MM_MR)          /* rows of A packed per thread block    */
+#define MM_KC 256                   /* K block                              */
 #endif
 #ifndef MM_NC
-#define MM_NC 1024                  /* columns of B packed per jc block     */
+#define MM_NC 512                   /* max columns of B packed at a time    */
 #endif
-/* MM_MC and MM_NC rounded to whole panels / strips */
-#define MM_MCP ((MM_MC + MM_MR - 1) / MM_MR)       /* panels per A block  */
-#define MM_NCS ((MM_NC + MM_NR - 1) / MM_NR)       /* strips per B block  */
+#ifndef MM_PACK_COLA
+#define MM_PACK_COLA 0              /* 1: always copy column-major A panels */
+#endif
+#define MM_NCS ((MM_NC + MM_NR - 1) / MM_NR)   /* NR-strips per chunk        */
 
-/* clang prefers 256-bit vectors on AVX-512 parts unless told otherwise;   */
-/* ask for full-width vectors in the micro-kernel (gcc picks zmm itself).   */
-#if defined(__clang__) && defined(__AVX512F__)
+/* Loop hints for the vectorised j loop (over NR columns) of the kernel:
+ *  - gcc: "unroll 4" stops gcc from fully unrolling the scalar j loop before
+ *    the vectoriser sees it (it then vectorises the k loop instead, badly);
+ *    the vector loop (<= 4 iterations) is still unrolled afterwards.
+ *  - clang on AVX-512 prefers 256-bit vectors; ask for 512-bit ones. */
 #define MM_PRAGMA_(x) _Pragma(#x)
-#define MM_VECTORIZE MM_PRAGMA_(clang loop vectorize_width(16) interleave_count(1))
-#define MM_KERNEL_ATTR __attribute__((min_vector_width(512)))
+#if defined(__clang__)
+#if defined(__AVX512F__)
+#define MM_JLOOP MM_PRAGMA_(clang loop vectorize_width(16) interleave_count(1))
+#define MM_KERNEL_ATTR __attribute__((always_inline, min_vector_width(512)))
 #else
-#define MM_VECTORIZE
+#define MM_JLOOP
+#define MM_KERNEL_ATTR __attribute__((always_inline))
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 8
+#define MM_JLOOP MM_PRAGMA_(GCC unroll 4)
+#define MM_KERNEL_ATTR __attribute__((always_inline))
+#else
+#define MM_JLOOP
 #define MM_KERNEL_ATTR
 #endif
 
-#define MM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#if defined(__GNUC__)
+#define MM_NOINLINE __attribute__((noinline))
+#else
+#define MM_NOINLINE
+#endif
 
-static inline float* mm_align64(float* p) {
-    return (float*)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+#define MM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MM_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+/* ------------------------------------------------------------------------ */
+/* Micro-kernel                                                             */
+
+/* tile (MR,NR) = A (MR,kc) @ Bstrip (kc,NR), with A(i,k) at a[i*rsa + k*csa]
+ * and the B strip k-major (b[k*NR + j]).  acc[][] has only compile-time
+ * indices, so it lives entirely in vector registers: the j loop becomes
+ * NR/SIMD vector FMAs and the i loop is unrolled.  Always inlined into the
+ * wrappers below, which fix rsa or csa to 1 (A row- or column-major). */
+static inline MM_KERNEL_ATTR
+void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
+                    const float* restrict b, float* restrict tile) {
+    float acc[MM_MR][MM_NR];
+    for (int i = 0; i < MM_MR; i++) {
+        MM_JLOOP
+        for (int j = 0; j < MM_NR; j++) acc[i][j] = 0.0f;
+    }
+    for (int k = 0; k < kc; k++) {
+        const float* bk = b + (ptrdiff_t)k * MM_NR;
+        for (int i = 0; i < MM_MR; i++) {
+            const float aik = a[i * rsa + k * csa];
+            MM_JLOOP
+            for (int j = 0; j < MM_NR; j++) acc[i][j] += aik * bk[j];
+        }
+    }
+    for (int i = 0; i < MM_MR; i++) {
+        MM_JLOOP
+        for (int j = 0; j < MM_NR; j++) tile[i * MM_NR + j] = acc[i][j];
+    }
+}
+
+/* Same with a strip of MM_NR2 columns (one SIMD vector): for the ragged
+ * right edge of C, and for narrow outputs such as OC=16.  With only MR
+ * accumulators the FMA latency would be exposed, so even and odd k are
+ * summed into two separate accumulator sets (fixed order: deterministic). */
+static inline MM_KERNEL_ATTR
+void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
+                      const float* restrict b, float* restrict tile) {
+    float acc0[MM_MR][MM_NR2], acc1[MM_MR][MM_NR2];
+    for (int i = 0; i < MM_MR; i++) {
+        MM_JLOOP
+        for (int j = 0; j < MM_NR2; j++) { acc0[i][j] = 0.0f; acc1[i][j] = 0.0f; }
+    }
+    int k = 0;
+    for (; k + 1 < kc; k += 2) {
+        const float* b0 = b + (ptrdiff_t)k * MM_NR2;
+        const float* b1 = b0 + MM_NR2;
+        for (int i = 0; i < MM_MR; i++) {
+            const float a0 = a[i * rsa + k * csa], a1 = a[i * rsa + (k + 1) * csa];
+            MM_JLOOP
+            for (int j = 0; j < MM_NR2; j++) {
+                acc0[i][j] += a0 * b0[j];
+                acc1[i][j] += a1 * b1[j];
+            }
+        }
+    }
+    if (k < kc) {                                   /* odd kc: last k */
+        const float* b0 = b + (ptrdiff_t)k * MM_NR2;
+        for (int i = 0; i < MM_MR; i++) {
+            const float a0 = a[i * rsa + k * csa];
+            MM_JLOOP
+            for (int j = 0; j < MM_NR2; j++) acc0[i][j] += a0 * b0[j];
+        }
+    }
+    for (int i = 0; i < MM_MR; i++) {
+        MM_JLOOP
+        for (int j = 0; j < MM_NR2; j++) tile[i * MM_NR2 + j] = acc0[i][j] + acc1[i][j];
+    }
+}
+
+/* The four instantiations: wide/narrow strip x A row-major/column-major.
+ * (Kept out of line so each is register-allocated on its own.) */
+static MM_NOINLINE void mm_kernel_wide_rowA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
+{ mm_kernel_wide(kc, a, lda, 1, b, t); }
+static MM_NOINLINE void mm_kernel_wide_colA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
+{ mm_kernel_wide(kc, a, 1, lda, b, t); }
+static MM_NOINLINE void mm_kernel_narrow_rowA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
+{ mm_kernel_narrow(kc, a, lda, 1, b, t); }
+static MM_NOINLINE void mm_kernel_narrow_colA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
+{ mm_kernel_narrow(kc, a, 1, lda, b, t); }
+
+/* Write the valid (mr,nr) corner of a tile (row stride tstride) into C.
+ * accumulate: C += tile, else C = tile + bias[j] (bias may be NULL). */
+static void mm_store(float* restrict c, ptrdiff_t ldc, const float* restrict tile,
+                     int tstride, int mr, int nr, int accumulate,
+                     const float* restrict bias) {
+    for (int i = 0; i < mr; i++) {
+        const float* t = tile + i * tstride;
+        float* ci = c + i * ldc;
+        if (accumulate) for (int j = 0; j < nr; j++) ci[j] += t[j];
+        else if (bias)  for (int j = 0; j < nr; j++) ci[j] = t[j] + bias[j];
+        else            for (int j = 0; j < nr; j++) ci[j] = t[j];
+    }
 }
 
 /* ------------------------------------------------------------------------ */
 /* Packing                                                                  */
 
-/* Pack rows [0,mr) x cols [0,kc) of A (element (i,k) at a[i*rsa + k*csa])
- * into an MR-row panel laid out k-major: dst[k*MM_MR + i]; rows >= mr are 0. */
-static void mm_pack_a(float* restrict dst, const float* restrict a,
-                      ptrdiff_t rsa, ptrdiff_t csa, int mr, int kc) {
-    if (csa == 1) {                     /* rows of A contiguous: transpose  */
-        for (int i = 0; i < mr; i++) {
-            const float* src = a + i * rsa;
-            for (int k = 0; k < kc; k++) dst[k * MM_MR + i] = src[k];
-        }
-    } else {                            /* columns of A contiguous (rsa==1) */
-        for (int k = 0; k < kc; k++) {
-            const float* src = a + k * csa;
-            for (int i = 0; i < mr; i++) dst[k * MM_MR + i] = src[i * rsa];
-        }
-    }
-    for (int i = mr; i < MM_MR; i++)
-        for (int k = 0; k < kc; k++) dst[k * MM_MR + i] = 0.0f;
-}
-
-/* Pack rows [0,kc) x cols [0,nr) of B (element (k,j) at b[k*rsb + j*csb])
- * into an NR-column strip laid out k-major: dst[k*MM_NR + j]; cols >= nr are 0. */
-static void mm_pack_b(float* restrict dst, const float* restrict b,
+/* Copy a (kc x nr) block of B (B(k,j) at b[k*rsb + j*csb]) into a k-major
+ * strip of width w (dst[k*w + j]), zero-filling columns nr..w-1. */
+static void mm_pack_b(float* restrict dst, int w, const float* restrict b,
                       ptrdiff_t rsb, ptrdiff_t csb, int kc, int nr) {
-    if (csb == 1) {                     /* rows of B contiguous: plain copy */
+    if (csb == 1) {                      /* rows of B contiguous: copy rows */
         for (int k = 0; k < kc; k++) {
             const float* src = b + k * rsb;
-            float* d = dst + k * MM_NR;
+            float* d = dst + (ptrdiff_t)k * w;
             for (int j = 0; j < nr; j++) d[j] = src[j];
-            for (int j = nr; j < MM_NR; j++) d[j] = 0.0f;
+            for (int j = nr; j < w; j++) d[j] = 0.0f;
         }
-    } else {                            /* columns contiguous: transpose    */
+    } else {                             /* columns contiguous: transpose   */
         for (int j = 0; j < nr; j++) {
             const float* src = b + j * csb;
-            for (int k = 0; k < kc; k++) dst[k * MM_NR + j] = src[k * rsb];
+            for (int k = 0; k < kc; k++) dst[(ptrdiff_t)k * w + j] = src[k * rsb];
         }
         for (int k = 0; k < kc; k++)
-            for (int j = nr; j < MM_NR; j++) dst[k * MM_NR + j] = 0.0f;
+            for (int j = nr; j < w; j++) dst[(ptrdiff_t)k * w + j] = 0.0f;
     }
+}
+
+/* Pack B rows [0,kc) x columns [0,nc) into consecutive strips: full NR-wide
+ * strips, then NR2-wide strips for the remainder.  A strip starting at
+ * column j0 sits at dst + j0*kc. */
+static void mm_pack_b_chunk(float* restrict dst, const float* restrict b,
+                            ptrdiff_t rsb, ptrdiff_t csb, int kc, int nc) {
+    int j0 = 0;
+    for (; j0 + MM_NR <= nc; j0 += MM_NR)
+        mm_pack_b(dst + (ptrdiff_t)j0 * kc, MM_NR, b + j0 * csb, rsb, csb, kc, MM_NR);
+    for (; j0 < nc; j0 += MM_NR2)
+        mm_pack_b(dst + (ptrdiff_t)j0 * kc, MM_NR2, b + j0 * csb, rsb, csb, kc,
+                  MM_MIN(MM_NR2, nc - j0));
+}
+
+/* Copy an (mr x kc) A panel (A(i,k) at a[i*rsa + k*csa]) into dst, zero-
+ * padding rows mr..MR-1.  Row-major A keeps its layout (dst[i*kc + k]);
+ * otherwise the panel is stored k-major (dst[k*MR + i]).  Returns the
+ * leading dimension to pass to the kernel. */
+static ptrdiff_t mm_pack_a(float* restrict dst, const float* restrict a,
+                           ptrdiff_t rsa, ptrdiff_t csa, int mr, int kc) {
+    if (csa == 1) {
+        for (int i = 0; i < MM_MR; i++)
+            for (int k = 0; k < kc; k++)
+                dst[i * kc + k] = i < mr ? a[i * rsa + k] : 0.0f;
+        return kc;
+    }
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < MM_MR; i++)
+            dst[k * MM_MR + i] = i < mr ? a[i * rsa + k * csa] : 0.0f;
+    return MM_MR;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Micro-kernel                                                             */
+/* Scratch memory: one block per thread, allocated on first use.            */
 
-/* tile (MR,NR) = Apanel (MR,kc) @ Bstrip (kc,NR).  acc[][] has only
- * compile-time indices, so the compiler keeps it entirely in vector
- * registers; the loop over j vectorises, the loop over i is unrolled. */
-MM_KERNEL_ATTR
-static inline void mm_kernel(int kc, const float* restrict ap,
-                             const float* restrict bp, float* restrict tile) {
-    float acc[MM_MR][MM_NR];
-    for (int i = 0; i < MM_MR; i++) {
-        MM_VECTORIZE
-        for (int j = 0; j < MM_NR; j++) acc[i][j] = 0.0f;
-    }
-    for (int k = 0; k < kc; k++) {
-        const float* b = bp + k * MM_NR;
-        const float* a = ap + k * MM_MR;
-        for (int i = 0; i < MM_MR; i++) {
-            const float ai = a[i];
-            MM_VECTORIZE
-            for (int j = 0; j < MM_NR; j++) acc[i][j] += ai * b[j];
-        }
-    }
-    for (int i = 0; i < MM_MR; i++) {
-        MM_VECTORIZE
-        for (int j = 0; j < MM_NR; j++) tile[i * MM_NR + j] = acc[i][j];
-    }
+static float* mm_scratch_mem = NULL;
+static size_t mm_scratch_size = 0;         /* in floats */
+
+static void mm_scratch_release(void) {
+    free(mm_scratch_mem);
+    mm_scratch_mem = NULL;
+    mm_scratch_size = 0;
 }
 
-/* Write the valid (mr,nr) corner of a tile into C (element (i,j) at
- * c[i*rsc + j*csc]).  accumulate: C += tile.  Otherwise C = tile + bias,
- * with bias indexed by column (bias_col) or by row (bias_row), or none. */
-static void mm_store(float* c, ptrdiff_t rsc, ptrdiff_t csc,
-                     const float* restrict tile, int mr, int nr, int accumulate,
-                     const float* bias_col, const float* bias_row) {
-    for (int i = 0; i < mr; i++) {
-        const float* t = tile + i * MM_NR;
-        float* ci = c + i * rsc;
-        if (csc == 1) {
-            if (accumulate)    for (int j = 0; j < nr; j++) ci[j] += t[j];
-            else if (bias_col) for (int j = 0; j < nr; j++) ci[j] = t[j] + bias_col[j];
-            else {
-                const float bi = bias_row ? bias_row[i] : 0.0f;
-                for (int j = 0; j < nr; j++) ci[j] = t[j] + bi;
-            }
-        } else {
-            for (int j = 0; j < nr; j++) {
-                float v = t[j];
-                if (accumulate)    v += ci[j * csc];
-                else if (bias_col) v += bias_col[j];
-                else if (bias_row) v += bias_row[i];
-                ci[j * csc] = v;
-            }
+#define MM_THREAD_SCRATCH (MM_KC * MM_NCS * MM_NR + MM_MR * MM_KC + 32)
+
+static float* mm_scratch(int nthreads) {
+    size_t need = (size_t)nthreads * MM_THREAD_SCRATCH + 16;
+    if (need > mm_scratch_size) {
+        if (mm_scratch_mem == NULL) atexit(mm_scratch_release);
+        free(mm_scratch_mem);
+        mm_scratch_mem = (float*)malloc(need * sizeof(float));
+        if (mm_scratch_mem == NULL) {
+            fprintf(stderr, "matmul.h: out of memory\n");
+            exit(EXIT_FAILURE);
         }
+        mm_scratch_size = need;
     }
+    /* 64-byte align; each thread's block is a multiple of 16 floats apart */
+    return (float*)(((uintptr_t)mm_scratch_mem + 63) & ~(uintptr_t)63);
 }
 
 /* ------------------------------------------------------------------------ */
 /* GEMM driver                                                              */
 
-static float mm_bpack_storage[MM_KC * MM_NCS * MM_NR + 16];
-
-/* C (M,Nc) (+)= A (M,K) @ B (K,Nc), all float32, strided as described at
- * the top.  accumulate != 0: C += A@B.  accumulate == 0: C = A@B + bias,
- * where bias_col (length Nc) or bias_row (length M) may be given (or NULL). */
+/* C (M,Nc) (+)= A (M,K) @ B (K,Nc).  A(i,k) at A[i*rsa + k*csa], B(k,j) at
+ * B[k*rsb + j*csb], C(i,j) at C[i*ldc + j].  accumulate != 0: C += A@B;
+ * otherwise C = A@B + bias (bias has Nc entries, or is NULL). */
 static void mm_gemm(int M, int Nc, int K,
                     const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                     const float* B, ptrdiff_t rsb, ptrdiff_t csb,
-                    float* C, ptrdiff_t rsc, ptrdiff_t csc,
-                    int accumulate, const float* bias_col, const float* bias_row) {
-    float* bpack = mm_align64(mm_bpack_storage);
-    /* split K into equal blocks of at most MM_KC (independent of threads) */
-    const int nkb = (K + MM_KC - 1) / MM_KC;
-    const int kcb = (K + nkb - 1) / nkb;
+                    float* C, ptrdiff_t ldc, int accumulate, const float* bias) {
+    /* K blocks of equal size <= MM_KC (depends only on K: determinism) */
+    const int nkb = MM_CEIL_DIV(K, MM_KC);
+    const int kcb = MM_CEIL_DIV(K, nkb);
+    const int a_rowmajor = (csa == 1);
+    const int npanels = MM_CEIL_DIV(M, MM_MR);
+    const int nslots = MM_CEIL_DIV(Nc, MM_NR);   /* NR-wide column slots */
 
-    #pragma omp parallel
-    {
-        int nth = 1, tid = 0;
+    int nth = 1;
 #ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
+    nth = omp_get_max_threads();
+    /* small problems: fewer threads (each thread should get a few tiles) */
+    if ((long)npanels * nslots < 4L * nth) nth = (int)MM_MIN((long)nth, (long)npanels * nslots);
+    if (nth < 1) nth = 1;
 #endif
-        float apack_storage[MM_MCP * MM_MR * MM_KC + 16];
-        float* apack = mm_align64(apack_storage);
-        float tile[MM_MR * MM_NR];
-
-        for (int jc = 0; jc < Nc; jc += MM_NCS * MM_NR) {
-            const int nc = MM_MIN(MM_NCS * MM_NR, Nc - jc);
-            const int nstrips = (nc + MM_NR - 1) / MM_NR;
-            const int npanels = (M + MM_MR - 1) / MM_MR;
-
-            /* Split the (panels x strips) tile grid over a tr x tc thread
-             * grid, choosing the factorisation with the least work on the
-             * busiest thread (ties: fewer column splits). */
-            int tr = nth, tc = 1;
-            {
-                long best = -1;
-                for (int c = 1; c <= nth; c++) {
-                    if (nth % c) continue;
-                    int r = nth / c;
-                    long w = (long)((npanels + r - 1) / r) * ((nstrips + c - 1) / c);
-                    if (best < 0 || w < best) { best = w; tr = r; tc = c; }
-                }
-            }
-            const int my_r = tid / tc, my_c = tid % tc;
-            const int p0 = (int)((long)npanels * my_r / tr);
-            const int p1 = (int)((long)npanels * (my_r + 1) / tr);
-            const int s0 = (int)((long)nstrips * my_c / tc);
-            const int s1 = (int)((long)nstrips * (my_c + 1) / tc);
-
-            for (int pc = 0; pc < K; pc += kcb) {
-                const int kc = MM_MIN(kcb, K - pc);
-                const int acc_mode = accumulate || pc > 0;
-
-                /* pack the (kc x nc) block of B, strips shared by all threads */
-                #pragma omp for schedule(static)
-                for (int s = 0; s < nstrips; s++) {
-                    const int j0 = jc + s * MM_NR;
-                    mm_pack_b(bpack + (size_t)s * kc * MM_NR,
-                              B + pc * rsb + j0 * csb, rsb, csb,
-                              kc, MM_MIN(MM_NR, Nc - j0));
-                }   /* implicit barrier: B block ready */
-
-                for (int pb = p0; pb < p1; pb += MM_MCP) {
-                    const int pe = MM_MIN(p1, pb + MM_MCP);
-                    /* pack this thread's A block, one MR-row panel at a time */
-                    for (int p = pb; p < pe; p++) {
-                        const int i0 = p * MM_MR;
-                        mm_pack_a(apack + (size_t)(p - pb) * kc * MM_MR,
-                                  A + i0 * rsa + pc * csa, rsa, csa,
-                                  MM_MIN(MM_MR, M - i0), kc);
-                    }
-                    for (int s = s0; s < s1; s++) {
-                        const int j0 = jc + s * MM_NR;
-                        const int nr = MM_MIN(MM_NR, Nc - j0);
-                        const float* bs = bpack + (size_t)s * kc * MM_NR;
-                        for (int p = pb; p < pe; p++) {
-                            const int i0 = p * MM_MR;
-                            mm_kernel(kc, apack + (size_t)(p - pb) * kc * MM_MR, bs, tile);
-                            mm_store(C + i0 * rsc + j0 * csc, rsc, csc, tile,
-                                     MM_MIN(MM_MR, M - i0), nr, acc_mode,
-                                     (acc_mode || !bias_col) ? NULL : bias_col + j0,
-                                     (acc_mode || !bias_row) ? NULL : bias_row + i0);
-                        }
-                    }
-                }
-                #pragma omp barrier   /* B block is overwritten next round */
-            }
+    /* Split the (panels x slots) grid over tr x tc threads.  Estimated cost
+     * per thread, per unit of K: its tile area, plus packing its B columns,
+     * plus reading (row-major A) or packing (column-major A) its A rows once
+     * per column chunk. */
+    int tr = nth, tc = 1;
+    {
+        double best = -1;
+        for (int c = 1; c <= nth; c++) {
+            if (nth % c) continue;
+            const int r = nth / c;
+            const double rows = (double)MM_CEIL_DIV(npanels, r) * MM_MR;
+            const double cols = (double)MM_CEIL_DIV(nslots, c) * MM_NR;
+            const double chunks = MM_CEIL_DIV(cols, MM_NCS * MM_NR);
+            const double cost = rows * cols + 8.0 * cols + (a_rowmajor ? 1.0 : 8.0) * rows * chunks;
+            if (best < 0 || cost < best) { best = cost; tr = r; tc = c; }
         }
     }
-}
+    float* scratch = mm_scratch(nth);
 
-/* Decide whether computing the transposed product C^T = B^T A^T wastes less
- * work on zero padding (matters when Nc is much smaller than MM_NR), then run. */
-static void mm_gemm_auto(int M, int Nc, int K,
-                         const float* A, ptrdiff_t rsa, ptrdiff_t csa,
-                         const float* B, ptrdiff_t rsb, ptrdiff_t csb,
-                         float* C, ptrdiff_t rsc, ptrdiff_t csc,
-                         int accumulate, const float* bias_col) {
-    long pad_mr = (long)(M + MM_MR - 1) / MM_MR * MM_MR;
-    long pad_nr = (long)(Nc + MM_NR - 1) / MM_NR * MM_NR;
-    long work = pad_mr * pad_nr;
-    long pad_mr_t = (long)(Nc + MM_MR - 1) / MM_MR * MM_MR;
-    long pad_nr_t = (long)(M + MM_NR - 1) / MM_NR * MM_NR;
-    long work_t = pad_mr_t * pad_nr_t;
-    if (4 * work_t < 3 * work) {
-        mm_gemm(Nc, M, K, B, csb, rsb, A, csa, rsa, C, csc, rsc,
-                accumulate, NULL, bias_col);
-    } else {
-        mm_gemm(M, Nc, K, A, rsa, csa, B, rsb, csb, C, rsc, csc,
-                accumulate, bias_col, NULL);
+    #pragma omp parallel num_threads(nth)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float* bpack = scratch + (size_t)tid * MM_THREAD_SCRATCH;   /* KC x NC  */
+        float* apack = bpack + MM_KC * MM_NCS * MM_NR;             /* MR x KC  */
+        float tile[MM_MR * MM_NR];
+
+        /* this thread's block of the output: panels [p0,p1), columns [c0,c1) */
+        const int ti = tid / tc, tj = tid % tc;
+        const int p0 = (int)((long)npanels * ti / tr), p1 = (int)((long)npanels * (ti + 1) / tr);
+        const int c0 = (int)((long)nslots * tj / tc) * MM_NR;
+        const int c1 = MM_MIN(Nc, (int)((long)nslots * (tj + 1) / tc) * MM_NR);
+
+        for (int jc = c0; jc < c1 && p0 < p1; jc += MM_NCS * MM_NR) {
+            const int nc = MM_MIN(MM_NCS * MM_NR, c1 - jc);
+            for (int pc = 0; pc < K; pc += kcb) {
+                const int kc = MM_MIN(kcb, K - pc);
+                /* first K block overwrites C (adding bias), later ones add */
+                const int acc_mode = accumulate || pc > 0;
+                const float* bias_chunk = (acc_mode || !bias) ? NULL : bias + jc;
+
+                const float* bp = B + pc * rsb + jc * csb;
+                if (!(csb == 1 && rsb == nc && (nc == MM_NR || nc == MM_NR2))) {
+                    mm_pack_b_chunk(bpack, bp, rsb, csb, kc, nc);
+                    bp = bpack;
+                }   /* else: B is a single strip already in packed layout */
+
+                for (int p = p0; p < p1; p++) {
+                    const int i0 = p * MM_MR, mr = MM_MIN(MM_MR, M - i0);
+                    const float* a = A + i0 * rsa + pc * csa;
+                    float* c = C + i0 * ldc + jc;
+                    int rowA = a_rowmajor;
+                    ptrdiff_t lda = a_rowmajor ? rsa : csa;
+                    if (mr < MM_MR || (!a_rowmajor && (rsa != 1 || MM_PACK_COLA))) {
+                        /* ragged panel or awkward strides: copy it */
+                        lda = mm_pack_a(apack, a, rsa, csa, mr, kc);
+                        a = apack;
+                    }
+                    int j = 0;
+                    for (; j + MM_NR <= nc; j += MM_NR) {        /* wide strips   */
+                        const float* bs = bp + (ptrdiff_t)j * kc;
+                        if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, tile);
+                        else      mm_kernel_wide_colA(kc, a, lda, bs, tile);
+                        mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode,
+                                 bias_chunk ? bias_chunk + j : NULL);
+                    }
+                    for (; j < nc; j += MM_NR2) {                /* narrow strips */
+                        const float* bs = bp + (ptrdiff_t)j * kc;
+                        if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, tile);
+                        else      mm_kernel_narrow_colA(kc, a, lda, bs, tile);
+                        mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode,
+                                 bias_chunk ? bias_chunk + j : NULL);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -328,8 +425,8 @@ static void mm_gemm_auto(int M, int Nc, int K,
 // bias may be NULL.  out is overwritten.
 void matmul_forward(float* out, const float* inp, const float* weight,
                     const float* bias, int N, int C, int OC) {
-    /* A = inp: (i,k) at inp[i*C + k];  B = W^T: (k,j) at weight[j*C + k] */
-    mm_gemm_auto(N, OC, C, inp, C, 1, weight, 1, C, out, OC, 1, 0, bias);
+    /* A = inp: (n,c) at inp[n*C + c];  B = W^T: (c,o) at weight[o*C + c] */
+    mm_gemm(N, OC, C, inp, C, 1, weight, 1, C, out, OC, 0, bias);
 }
 
 // Backward of matmul_forward.  ACCUMULATES into the gradients (+=):
@@ -342,16 +439,16 @@ void matmul_backward(float* dinp, float* dweight, float* dbias,
                      int N, int C, int OC) {
     if (dinp) {
         /* A = dout: (n,o) at dout[n*OC + o];  B = W: (o,c) at weight[o*C + c] */
-        mm_gemm_auto(N, C, OC, dout, OC, 1, weight, C, 1, dinp, C, 1, 1, NULL);
+        mm_gemm(N, C, OC, dout, OC, 1, weight, C, 1, dinp, C, 1, NULL);
     }
     if (dweight) {
         /* A = dout^T: (o,n) at dout[n*OC + o];  B = inp: (n,c) at inp[n*C + c] */
-        mm_gemm_auto(OC, C, N, dout, 1, OC, inp, C, 1, dweight, C, 1, 1, NULL);
+        mm_gemm(OC, C, N, dout, 1, OC, inp, C, 1, dweight, C, 1, NULL);
     }
     if (dbias) {
-        /* columns split into chunks of 16 across threads; each chunk sums
-         * over n in order, so the result does not depend on threading. */
-        const int nchunks = (OC + 15) / 16;
+        /* columns in chunks of 16 over threads; each chunk sums n in order,
+         * so the result does not depend on the number of threads. */
+        const int nchunks = MM_CEIL_DIV(OC, 16);
         #pragma omp parallel for schedule(static)
         for (int ch = 0; ch < nchunks; ch++) {
             const int o0 = ch * 16, w = MM_MIN(16, OC - o0);
