@@ -526,6 +526,7 @@ typedef struct {
     float *dbuf[6];                            // (N, max width) each
     float loss;
     int n_valid;                               // targets that count in the mean
+    int counting_only;                         // model_alloc_acts only counts (model_count_acts)
 } Model;
 
 static void weights_point(Weights* w, const Model* m, float* base) {
@@ -855,7 +856,7 @@ static int max_width(const Config* c) {
 
 static float* act_alloc(Model* m, size_t n) {
     m->act_floats += n;
-    return (float*)calloc_check(n, sizeof(float));
+    return m->counting_only ? NULL : (float*)calloc_check(n, sizeof(float));
 }
 
 // Allocates the activations for batches of (B,T); a later call with the same (B,T) is free.
@@ -909,6 +910,19 @@ void model_alloc_acts(Model* m, int B, int T) {
     m->dresid = act_alloc(m, N * d);
     m->dln = act_alloc(m, N * d);
     for (int i = 0; i < 6; i++) m->dbuf[i] = act_alloc(m, N * max_width(c));
+}
+
+// Floats model_alloc_acts would allocate for (B,T), allocating nothing: memory is known up front.
+size_t model_count_acts(const Model* m, int B, int T) {
+    Model* probe = (Model*)malloc_check(sizeof(Model));
+    *probe = *m;
+    probe->B = 0;
+    probe->act_floats = 0;
+    probe->counting_only = 1;
+    model_alloc_acts(probe, B, T);
+    size_t n = probe->act_floats;
+    free(probe);
+    return n;
 }
 
 // inputs, targets (B,T); targets may be NULL (then only logits are computed). Sets m->loss.
@@ -1415,17 +1429,22 @@ int main(int argc, char** argv) {
     }
     mkdir(out_dir, 0755);
 
-    model_alloc_acts(&model, B, T);
     char pat[1024];
     format_pattern(&cfg, pat, sizeof(pat));
     double MiB = 1.0 / 1048576.0;
+    size_t act_floats = model_count_acts(&model, B, T);
+    double need = (model.num_params * 16.0 + act_floats * 4.0) * MiB;   // params, grads, 2 moments
     printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
            cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
            cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
     printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
-    printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d)\n",
-           model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB,
-           model.act_floats * 4 * MiB, B, T);
+    printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
+           model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
+           T, need);
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
+    if (ram > 0 && need > 0.9 * ram)
+        fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
+    model_alloc_acts(&model, B, T);
 #ifdef _OPENMP
     printf("threads: %d\n", omp_get_max_threads());
 #endif
