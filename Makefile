@@ -1,6 +1,8 @@
 # Builds the CPU trainer, its tests, the data tools and (where nvcc exists) the CUDA trainer.
 #   make train      build, prepare Tiny Shakespeare if missing, train the default model (~10 min, 2 cores)
 #   make test       build and run the test suite
+#   make data-gpt2  Tiny Shakespeare with GPT-2's tokenizer (GPT2_DIR=folder of encoder.json + vocab.bpe)
+#   make data-bpe   Tiny Shakespeare with a BPE tokenizer learned from it (BPE_VOCAB=2048)
 #   NO_OMP=1        build without OpenMP
 CC ?= cc
 CFLAGS ?= -O3 -march=native
@@ -25,9 +27,13 @@ NVCC := $(shell command -v nvcc 2>/dev/null)
 
 DATA = data/tinyshakespeare/tiny_shakespeare_train.bin
 TOKENIZER = data/tokenizer_bytes.bin
+DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize
+# the text for make data-bpe: $(TINYSHAKESPEARE), else the copy data/prepare downloads
+TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare/input.txt)
+BPE_VOCAB ?= 2048
 
-.PHONY: all train test data clean
-all: train_gla test_gla data/prepare
+.PHONY: all train test data data-gpt2 data-bpe clean
+all: train_gla test_gla $(DATA_TOOLS)
 
 train_gla: train_gla.c model.h dev/matmul.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -35,7 +41,7 @@ train_gla: train_gla.c model.h dev/matmul.h
 test_gla: test_gla.c train_gla.c model.h dev/matmul.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-data/prepare: data/prepare.c model.h
+$(DATA_TOOLS): %: %.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 $(DATA) $(TOKENIZER): data/prepare
@@ -43,12 +49,23 @@ $(DATA) $(TOKENIZER): data/prepare
 
 data: $(DATA)
 
+data/tokenizer_gpt2.bin: data/tokenizer_gpt2
+	./data/tokenizer_gpt2 $(GPT2_DIR)
+
+data-gpt2: data/prepare data/tokenizer_gpt2.bin
+	./data/prepare -t gpt2
+
+data-bpe: data/prepare data/train_bpe $(DATA)
+	./data/train_bpe -i $(TEXT) -v $(BPE_VOCAB) -o data/tokenizer_bpe$(BPE_VOCAB).bin
+	./data/prepare -t data/tokenizer_bpe$(BPE_VOCAB).bin
+
 # the main job: about 1M parameters, GLA 3:1 attention, for at most 10 minutes on 2 cores
 train: train_gla $(DATA)
 	./train_gla --max-time 560 --out out/default
 
-test: test_gla
+# the tokenizer tests run the data tools
+test: test_gla $(DATA_TOOLS)
 	./test_gla
 
 clean:
-	rm -f train_gla test_gla data/prepare
+	rm -f train_gla test_gla $(DATA_TOOLS)

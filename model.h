@@ -421,60 +421,267 @@ static void checkpoint_read_params(const char* path, const Config* c, float* par
 }
 
 // ----------------------------------------------------------------------------
-// tokenizer file: header [0] magic [1] version [2] kind (0 = bytes) [3] vocab size [4] EOT id (-1: none)
-// then for each token: uint8 length + bytes. (GPT-2 BPE will add its merge ranks after the tokens.)
+// tokenizer file: header [0] magic [1] version [2] kind (0 = bytes, 1 = BPE) [3] vocab size V
+// [4] EOT id (-1: none) [5] number of merges M; then for each of the V tokens a uint8 length
+// (1..255) and its bytes; then, for BPE, the M merges in rank order as int32 triples
+// (left id, right id, merged id). Version 1 files of byte tokenizers (M = 0) read unchanged.
+//
+//   bytes (kind 0)  token b is the byte b for b < 256; tokens from 256 on are special (EOT)
+//   BPE   (kind 1)  GPT-2's byte-level BPE: the text is cut into pieces by GPT-2's pre-tokenizer
+//                   regex, each byte of a piece becomes its single-byte token, then the merges are
+//                   applied lowest rank first. data/tokenizer_gpt2.c writes GPT-2's tokenizer,
+//                   data/train_bpe.c learns one from a text.
+// Decoding concatenates the tokens' bytes, whatever they are (a token may end inside a UTF-8
+// character). Encoding never produces the EOT token: "<|endoftext|>" in a text is plain text.
 
 #define TOKENIZER_MAGIC 20261103
 #define TOKENIZER_VERSION 1
-enum { TOKENIZER_BYTES = 0 };
+#define TOKENIZER_MAX_VOCAB (1 << 24)
+#define TOKEN_MAX_BYTES 255  // lengths are stored as uint8
+enum { TOKENIZER_BYTES = 0, TOKENIZER_BPE = 1 };
 
 typedef struct {
-    int kind;
-    int vocab_size;
-    int eot_id;
+    int kind;                     // TOKENIZER_BYTES or TOKENIZER_BPE
+    int vocab_size;               // V
+    int eot_id;                   // end-of-text token, -1: none
     unsigned char** token_bytes;  // token_bytes[i] has token_len[i] bytes
     int* token_len;
+    int n_merges;                 // M
+    int32_t* merges;              // (M, 3): left id, right id, merged id; the row is the rank
+    // built by tokenizer_index for encoding:
+    int byte_token[256];          // the single-byte token of each byte value
+    size_t pair_cap;              // slots of the pair table, a power of two >= 2M
+    uint64_t* pair_key;           // open addressing: (left << 32 | right) -> rank of its merge
+    int32_t* pair_rank;           // -1: empty slot
 } Tokenizer;
 
-static void tokenizer_write_bytes(const char* path) {
+// Allocates an empty tokenizer: V tokens without bytes yet (tokenizer_set_token fills them), M
+// zeroed merges. Builders fill it, then tokenizer_index or tokenizer_write.
+static void tokenizer_alloc(Tokenizer* t, int kind, int vocab_size, int eot_id, int n_merges) {
+    memset(t, 0, sizeof(*t));
+    t->kind = kind;
+    t->vocab_size = vocab_size;
+    t->eot_id = eot_id;
+    t->n_merges = n_merges;
+    t->token_bytes = (unsigned char**)calloc_check(vocab_size, sizeof(unsigned char*));
+    t->token_len = (int*)calloc_check(vocab_size, sizeof(int));
+    t->merges = (int32_t*)calloc_check((size_t)n_merges * 3, sizeof(int32_t));
+}
+
+// Sets token `id` to a copy of bytes[0..len).
+static void tokenizer_set_token(Tokenizer* t, int id, const unsigned char* bytes, int len) {
+    free(t->token_bytes[id]);
+    t->token_bytes[id] = (unsigned char*)malloc_check(len > 0 ? (size_t)len : 1);
+    if (len > 0) memcpy(t->token_bytes[id], bytes, len);
+    t->token_len[id] = len;
+}
+
+static void tokenizer_free(Tokenizer* t) {
+    for (int i = 0; t->token_bytes && i < t->vocab_size; i++) free(t->token_bytes[i]);
+    free(t->token_bytes);
+    free(t->token_len);
+    free(t->merges);
+    free(t->pair_key);
+    free(t->pair_rank);
+    memset(t, 0, sizeof(*t));
+}
+
+static char tokenizer_msg[512];
+static const char* tokenizer_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char* tokenizer_error(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tokenizer_msg, sizeof(tokenizer_msg), fmt, ap);
+    va_end(ap);
+    return tokenizer_msg;
+}
+
+// Checks everything the file format promises and encoding relies on; returns NULL or a message
+// naming the first problem (it does not exit: writers, loaders and tests share it).
+//   - kind known, 1 <= V <= 2^24, EOT in [-1, V), 0 <= M <= V, every token 1..255 bytes;
+//   - bytes: token b < 256 is the byte b, no merges;
+//   - BPE: each of the 256 byte values is exactly one token; merge k = (l, r, m) has ids in
+//     [0, V), m's bytes are l's then r's, m is made by no other merge, and l and r are bytes or
+//     made by merges before k. The last rule (true of GPT-2's merges and of any trained list) is
+//     what makes bpe_piece's heap order equal GPT-2's merge loop.
+static const char* tokenizer_check(const Tokenizer* t) {
+    int V = t->vocab_size, M = t->n_merges;
+    if (t->kind != TOKENIZER_BYTES && t->kind != TOKENIZER_BPE)
+        return tokenizer_error("unknown tokenizer kind %d (0 = bytes, 1 = BPE)", t->kind);
+    if (V < 1 || V > TOKENIZER_MAX_VOCAB) return tokenizer_error("vocab size %d outside [1, %d]", V, TOKENIZER_MAX_VOCAB);
+    if (t->eot_id < -1 || t->eot_id >= V) return tokenizer_error("EOT id %d outside [-1, %d)", t->eot_id, V);
+    if (M < 0 || M > V) return tokenizer_error("%d merges for %d tokens", M, V);
+    for (int i = 0; i < V; i++)
+        if (t->token_len[i] < 1 || t->token_len[i] > TOKEN_MAX_BYTES)
+            return tokenizer_error("token %d is %d bytes long; a token has 1 to %d bytes (the length is stored as uint8)",
+                                   i, t->token_len[i], TOKEN_MAX_BYTES);
+    if (t->kind == TOKENIZER_BYTES) {
+        if (V < 256) return tokenizer_error("a byte tokenizer needs 256 tokens, this one has %d", V);
+        if (M != 0) return tokenizer_error("a byte tokenizer has no merges, this one has %d", M);
+        for (int b = 0; b < 256; b++)
+            if (t->token_len[b] != 1 || t->token_bytes[b][0] != b)
+                return tokenizer_error("byte tokenizer: token %d is not the byte 0x%02x", b, b);
+        return NULL;
+    }
+    int byte_token[256];
+    for (int b = 0; b < 256; b++) byte_token[b] = -1;
+    for (int i = 0; i < V; i++) {
+        if (t->token_len[i] != 1) continue;
+        int b = t->token_bytes[i][0];
+        if (byte_token[b] >= 0) return tokenizer_error("tokens %d and %d are both the byte 0x%02x", byte_token[b], i, b);
+        byte_token[b] = i;
+    }
+    for (int b = 0; b < 256; b++)
+        if (byte_token[b] < 0) return tokenizer_error("no token is the byte 0x%02x (byte-level BPE needs all 256)", b);
+    // made_at[i]: -1 for byte tokens, the rank of the merge that makes token i, INT32_MAX: not (yet) made
+    int* made_at = (int*)malloc_check((size_t)V * sizeof(int));
+    for (int i = 0; i < V; i++) made_at[i] = t->token_len[i] == 1 ? -1 : INT32_MAX;
+    const char* bad = NULL;
+    for (int k = 0; k < M && !bad; k++) {
+        int l = t->merges[3 * k], r = t->merges[3 * k + 1], m = t->merges[3 * k + 2];
+        if (l < 0 || l >= V || r < 0 || r >= V || m < 0 || m >= V)
+            bad = tokenizer_error("merge %d (%d, %d -> %d) has a token id outside [0, %d)", k, l, r, m, V);
+        else if (made_at[m] != INT32_MAX)
+            bad = tokenizer_error("merge %d makes token %d, which is a byte or made by merge %d already", k, m, made_at[m]);
+        else if (made_at[l] >= k || made_at[r] >= k)
+            bad = tokenizer_error("merge %d (%d, %d -> %d) uses a token that no earlier merge makes "
+                                  "(merges must be in the order they were learned)", k, l, r, m);
+        else if (t->token_len[m] != t->token_len[l] + t->token_len[r] ||
+                 memcmp(t->token_bytes[m], t->token_bytes[l], t->token_len[l]) != 0 ||
+                 memcmp(t->token_bytes[m] + t->token_len[l], t->token_bytes[r], t->token_len[r]) != 0)
+            bad = tokenizer_error("merge %d: token %d is not the bytes of token %d followed by those of token %d", k, m, l, r);
+        else
+            made_at[m] = k;
+    }
+    free(made_at);
+    return bad;
+}
+
+static uint64_t tokenizer_pair_key(int left, int right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
+
+// a 64-bit mix (murmur3's finalizer) for the pair table's slots
+static uint64_t hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+// FNV-1a over bytes, for the hash tables of the tokenizer builders
+static uint64_t hash_bytes(const unsigned char* s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// Builds what encoding needs from a valid tokenizer: byte_token[] and the (left, right) -> rank table.
+static void tokenizer_index(Tokenizer* t) {
+    for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    for (int i = t->vocab_size - 1; i >= 0; i--) // the lowest id wins (byte tokenizers: token b)
+        if (t->token_len[i] == 1) t->byte_token[t->token_bytes[i][0]] = i;
+    free(t->pair_key);
+    free(t->pair_rank);
+    t->pair_cap = 16;
+    while (t->pair_cap < 2 * (size_t)t->n_merges) t->pair_cap *= 2;
+    t->pair_key = (uint64_t*)malloc_check(t->pair_cap * sizeof(uint64_t));
+    t->pair_rank = (int32_t*)malloc_check(t->pair_cap * sizeof(int32_t));
+    for (size_t s = 0; s < t->pair_cap; s++) t->pair_rank[s] = -1;
+    for (int k = 0; k < t->n_merges; k++) {
+        uint64_t key = tokenizer_pair_key(t->merges[3 * k], t->merges[3 * k + 1]);
+        size_t s = hash_u64(key) & (t->pair_cap - 1);
+        while (t->pair_rank[s] >= 0 && t->pair_key[s] != key) s = (s + 1) & (t->pair_cap - 1);
+        if (t->pair_rank[s] < 0) { // a pair listed twice keeps its first (lowest) rank
+            t->pair_key[s] = key;
+            t->pair_rank[s] = k;
+        }
+    }
+}
+
+// The rank of the merge of (left, right), or -1 when there is none.
+static int tokenizer_pair_rank(const Tokenizer* t, int left, int right) {
+    uint64_t key = tokenizer_pair_key(left, right);
+    for (size_t s = hash_u64(key) & (t->pair_cap - 1);; s = (s + 1) & (t->pair_cap - 1)) {
+        if (t->pair_rank[s] < 0) return -1;
+        if (t->pair_key[s] == key) return t->pair_rank[s];
+    }
+}
+
+// Writes a tokenizer file (atomically), refusing a tokenizer that tokenizer_check rejects.
+static void tokenizer_write(const Tokenizer* t, const char* path) {
+    const char* bad = tokenizer_check(t);
+    if (bad) fail("refusing to write tokenizer '%s': %s", path, bad);
     char tmp[PATH_CAP];
-    int32_t h[256] = {TOKENIZER_MAGIC, TOKENIZER_VERSION, TOKENIZER_BYTES, 256, -1};
+    int32_t h[256] = {TOKENIZER_MAGIC, TOKENIZER_VERSION, t->kind, t->vocab_size, t->eot_id, t->n_merges};
     FILE* f = atomic_open(path, tmp);
     fwrite_check(h, sizeof(int32_t), 256, f, tmp);
-    for (int i = 0; i < 256; i++) {
-        unsigned char rec[2] = {1, (unsigned char)i};
-        fwrite_check(rec, 1, 2, f, tmp);
+    for (int i = 0; i < t->vocab_size; i++) {
+        unsigned char len = (unsigned char)t->token_len[i];
+        fwrite_check(&len, 1, 1, f, tmp);
+        fwrite_check(t->token_bytes[i], 1, len, f, tmp);
     }
+    fwrite_check(t->merges, sizeof(int32_t), (size_t)t->n_merges * 3, f, tmp);
     atomic_commit(f, tmp, path);
 }
 
+// The byte-level tokenizer in memory: 256 tokens, token b = byte b, no EOT, no merges.
+static void tokenizer_init_bytes(Tokenizer* t) {
+    tokenizer_alloc(t, TOKENIZER_BYTES, 256, -1, 0);
+    for (int b = 0; b < 256; b++) {
+        unsigned char byte = (unsigned char)b;
+        tokenizer_set_token(t, b, &byte, 1);
+    }
+    tokenizer_index(t);
+}
+
+static void tokenizer_write_bytes(const char* path) {
+    Tokenizer t;
+    tokenizer_init_bytes(&t);
+    tokenizer_write(&t, path);
+    tokenizer_free(&t);
+}
+
+// Loads and checks a tokenizer file, then indexes it for encoding. Any problem exits with a
+// message naming the file, what was expected and what was found.
 static void tokenizer_load(Tokenizer* t, const char* path) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[256];
     read_header(h, f, path, TOKENIZER_MAGIC, TOKENIZER_VERSION, "tokenizer file");
-    t->kind = h[2];
-    t->vocab_size = h[3];
-    t->eot_id = h[4];
-    if (t->kind != TOKENIZER_BYTES) fail("'%s': unknown tokenizer kind %d (this build reads 0 = bytes)", path, t->kind);
-    if (t->vocab_size < 1 || t->vocab_size > 65536) fail("'%s': vocab size %d outside [1, 65536]", path, t->vocab_size);
-    if (t->eot_id < -1 || t->eot_id >= t->vocab_size) fail("'%s': EOT id %d outside the vocabulary", path, t->eot_id);
-    t->token_bytes = (unsigned char**)malloc_check(t->vocab_size * sizeof(unsigned char*));
-    t->token_len = (int*)malloc_check(t->vocab_size * sizeof(int));
-    for (int i = 0; i < t->vocab_size; i++) {
-        unsigned char len;
+    int kind = h[2], V = h[3], eot = h[4], M = h[5];
+    // the sizes first, so that a corrupt header cannot make us allocate or read absurd amounts
+    if (kind != TOKENIZER_BYTES && kind != TOKENIZER_BPE)
+        fail("'%s': unknown tokenizer kind %d (this build reads 0 = bytes, 1 = BPE)", path, kind);
+    if (V < 1 || V > TOKENIZER_MAX_VOCAB) fail("'%s': vocab size %d outside [1, %d] (corrupt header)", path, V, TOKENIZER_MAX_VOCAB);
+    if (M < 0 || M > V) fail("'%s': %d merges for %d tokens (corrupt header)", path, M, V);
+    int64_t size = file_size(f), merge_bytes = 12 * (int64_t)M;
+    int64_t least = 1024 + 2 * (int64_t)V + merge_bytes;
+    if (size < least)
+        fail("'%s' is truncated: %d tokens and %d merges need at least %lld bytes, the file has %lld", path, V, M,
+             (long long)least, (long long)size);
+    tokenizer_alloc(t, kind, V, eot, M);
+    int64_t pos = 1024;
+    for (int i = 0; i < V; i++) {
+        unsigned char len, bytes[TOKEN_MAX_BYTES];
         fread_check(&len, 1, 1, f, path);
-        t->token_len[i] = len;
-        t->token_bytes[i] = (unsigned char*)malloc_check(len);
-        fread_check(t->token_bytes[i], 1, len, f, path);
+        // what must still follow this token's bytes: the other tokens (>= 2 bytes each), the merges
+        int64_t room = size - (pos + 1) - 2 * (int64_t)(V - 1 - i) - merge_bytes;
+        if (len == 0) fail("'%s': token %d has length 0 (corrupt file)", path, i);
+        if (len > room)
+            fail("'%s': token %d says it has %d bytes, but the file has room for %lld (truncated, or a corrupt length)",
+                 path, i, len, (long long)room);
+        fread_check(bytes, 1, len, f, path);
+        tokenizer_set_token(t, i, bytes, len);
+        pos += 1 + len;
     }
-    if (ftello(f) != file_size(f)) fail("'%s': %lld unexpected bytes after the last token", path, (long long)(file_size(f) - ftello(f)));
+    if (size - pos != merge_bytes)
+        fail("'%s': %lld bytes follow the %d tokens, the %d merges take %lld (truncated or corrupt)", path,
+             (long long)(size - pos), V, M, (long long)merge_bytes);
+    fread_check(t->merges, sizeof(int32_t), (size_t)M * 3, f, path);
     fclose(f);
-}
-
-static void tokenizer_free(Tokenizer* t) {
-    for (int i = 0; i < t->vocab_size; i++) free(t->token_bytes[i]);
-    free(t->token_bytes);
-    free(t->token_len);
+    const char* bad = tokenizer_check(t);
+    if (bad) fail("'%s' is corrupt: %s (rebuild it)", path, bad);
+    tokenizer_index(t);
 }
 
 // Writes the bytes of one token, escaping what would garble a terminal.
@@ -484,6 +691,398 @@ static void tokenizer_print(const Tokenizer* t, int id, FILE* out) {
         if (b == '\n' || b == '\t' || (b >= 32 && b != 127)) fputc(b, out);
         else fprintf(out, "\\x%02x", b);
     }
+}
+
+// Decodes ids[0..n) into *text (malloc'd, NUL-terminated for convenience): the tokens' bytes one
+// after the other. Returns the byte count. Fails on an id outside the vocabulary.
+static size_t tokenizer_decode(const Tokenizer* t, const int* ids, size_t n, unsigned char** text) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->vocab_size)
+            fail("cannot decode token id %d (position %zu): outside the vocabulary [0, %d)", ids[i], i, t->vocab_size);
+        total += t->token_len[ids[i]];
+    }
+    unsigned char* out = (unsigned char*)malloc_check(total + 1);
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(out + pos, t->token_bytes[ids[i]], t->token_len[ids[i]]);
+        pos += t->token_len[ids[i]];
+    }
+    out[total] = 0;
+    *text = out;
+    return total;
+}
+
+// How many bytes of text ids[0..n) stand for: the sum of their lengths, the EOT token counting 0
+// (it marks a document boundary, not text). Loss in bits per byte = sum of -log2 p / this.
+static double tokens_byte_count(const Tokenizer* t, const int* ids, size_t n) {
+    double bytes = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->vocab_size)
+            fail("token id %d (position %zu) outside the vocabulary [0, %d)", ids[i], i, t->vocab_size);
+        if (ids[i] != t->eot_id) bytes += t->token_len[ids[i]];
+    }
+    return bytes;
+}
+
+// ---- GPT-2's pre-tokenizer
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// written out by hand over UTF-8 text. A byte that does not start a valid UTF-8 character counts
+// as one character of class "other" (the regex itself only ever sees valid text).
+
+enum { CH_OTHER = 0, CH_LETTER = 1, CH_NUMBER = 2, CH_SPACE = 3 };
+
+// {first, last, class} ranges of code points: 1 = \p{L}, 2 = \p{N}, 3 = \s as node's regex engine
+// defines them (the reference encoder, npm gpt-3-encoder, runs under node); others are CH_OTHER.
+// Generated from node's own regex engine by dev/unicode_classes.js: do not edit by hand.
+static const uint32_t UNICODE_CLASSES[][3] = {
+// BEGIN generated by dev/unicode_classes.js
+// 840 ranges from node 20.20.2, Unicode 17.0 (dev/unicode_classes.js --update)
+{0x9,0xd,3}, {0x20,0x20,3}, {0x30,0x39,2}, {0x41,0x5a,1}, {0x61,0x7a,1}, {0xa0,0xa0,3}, {0xaa,0xaa,1},
+{0xb2,0xb3,2}, {0xb5,0xb5,1}, {0xb9,0xb9,2}, {0xba,0xba,1}, {0xbc,0xbe,2}, {0xc0,0xd6,1}, {0xd8,0xf6,1},
+{0xf8,0x2c1,1}, {0x2c6,0x2d1,1}, {0x2e0,0x2e4,1}, {0x2ec,0x2ec,1}, {0x2ee,0x2ee,1}, {0x370,0x374,1},
+{0x376,0x377,1}, {0x37a,0x37d,1}, {0x37f,0x37f,1}, {0x386,0x386,1}, {0x388,0x38a,1}, {0x38c,0x38c,1},
+{0x38e,0x3a1,1}, {0x3a3,0x3f5,1}, {0x3f7,0x481,1}, {0x48a,0x52f,1}, {0x531,0x556,1}, {0x559,0x559,1},
+{0x560,0x588,1}, {0x5d0,0x5ea,1}, {0x5ef,0x5f2,1}, {0x620,0x64a,1}, {0x660,0x669,2}, {0x66e,0x66f,1},
+{0x671,0x6d3,1}, {0x6d5,0x6d5,1}, {0x6e5,0x6e6,1}, {0x6ee,0x6ef,1}, {0x6f0,0x6f9,2}, {0x6fa,0x6fc,1},
+{0x6ff,0x6ff,1}, {0x710,0x710,1}, {0x712,0x72f,1}, {0x74d,0x7a5,1}, {0x7b1,0x7b1,1}, {0x7c0,0x7c9,2},
+{0x7ca,0x7ea,1}, {0x7f4,0x7f5,1}, {0x7fa,0x7fa,1}, {0x800,0x815,1}, {0x81a,0x81a,1}, {0x824,0x824,1},
+{0x828,0x828,1}, {0x840,0x858,1}, {0x860,0x86a,1}, {0x870,0x887,1}, {0x889,0x88f,1}, {0x8a0,0x8c9,1},
+{0x904,0x939,1}, {0x93d,0x93d,1}, {0x950,0x950,1}, {0x958,0x961,1}, {0x966,0x96f,2}, {0x971,0x980,1},
+{0x985,0x98c,1}, {0x98f,0x990,1}, {0x993,0x9a8,1}, {0x9aa,0x9b0,1}, {0x9b2,0x9b2,1}, {0x9b6,0x9b9,1},
+{0x9bd,0x9bd,1}, {0x9ce,0x9ce,1}, {0x9dc,0x9dd,1}, {0x9df,0x9e1,1}, {0x9e6,0x9ef,2}, {0x9f0,0x9f1,1},
+{0x9f4,0x9f9,2}, {0x9fc,0x9fc,1}, {0xa05,0xa0a,1}, {0xa0f,0xa10,1}, {0xa13,0xa28,1}, {0xa2a,0xa30,1},
+{0xa32,0xa33,1}, {0xa35,0xa36,1}, {0xa38,0xa39,1}, {0xa59,0xa5c,1}, {0xa5e,0xa5e,1}, {0xa66,0xa6f,2},
+{0xa72,0xa74,1}, {0xa85,0xa8d,1}, {0xa8f,0xa91,1}, {0xa93,0xaa8,1}, {0xaaa,0xab0,1}, {0xab2,0xab3,1},
+{0xab5,0xab9,1}, {0xabd,0xabd,1}, {0xad0,0xad0,1}, {0xae0,0xae1,1}, {0xae6,0xaef,2}, {0xaf9,0xaf9,1},
+{0xb05,0xb0c,1}, {0xb0f,0xb10,1}, {0xb13,0xb28,1}, {0xb2a,0xb30,1}, {0xb32,0xb33,1}, {0xb35,0xb39,1},
+{0xb3d,0xb3d,1}, {0xb5c,0xb5d,1}, {0xb5f,0xb61,1}, {0xb66,0xb6f,2}, {0xb71,0xb71,1}, {0xb72,0xb77,2},
+{0xb83,0xb83,1}, {0xb85,0xb8a,1}, {0xb8e,0xb90,1}, {0xb92,0xb95,1}, {0xb99,0xb9a,1}, {0xb9c,0xb9c,1},
+{0xb9e,0xb9f,1}, {0xba3,0xba4,1}, {0xba8,0xbaa,1}, {0xbae,0xbb9,1}, {0xbd0,0xbd0,1}, {0xbe6,0xbf2,2},
+{0xc05,0xc0c,1}, {0xc0e,0xc10,1}, {0xc12,0xc28,1}, {0xc2a,0xc39,1}, {0xc3d,0xc3d,1}, {0xc58,0xc5a,1},
+{0xc5c,0xc5d,1}, {0xc60,0xc61,1}, {0xc66,0xc6f,2}, {0xc78,0xc7e,2}, {0xc80,0xc80,1}, {0xc85,0xc8c,1},
+{0xc8e,0xc90,1}, {0xc92,0xca8,1}, {0xcaa,0xcb3,1}, {0xcb5,0xcb9,1}, {0xcbd,0xcbd,1}, {0xcdc,0xcde,1},
+{0xce0,0xce1,1}, {0xce6,0xcef,2}, {0xcf1,0xcf2,1}, {0xd04,0xd0c,1}, {0xd0e,0xd10,1}, {0xd12,0xd3a,1},
+{0xd3d,0xd3d,1}, {0xd4e,0xd4e,1}, {0xd54,0xd56,1}, {0xd58,0xd5e,2}, {0xd5f,0xd61,1}, {0xd66,0xd78,2},
+{0xd7a,0xd7f,1}, {0xd85,0xd96,1}, {0xd9a,0xdb1,1}, {0xdb3,0xdbb,1}, {0xdbd,0xdbd,1}, {0xdc0,0xdc6,1},
+{0xde6,0xdef,2}, {0xe01,0xe30,1}, {0xe32,0xe33,1}, {0xe40,0xe46,1}, {0xe50,0xe59,2}, {0xe81,0xe82,1},
+{0xe84,0xe84,1}, {0xe86,0xe8a,1}, {0xe8c,0xea3,1}, {0xea5,0xea5,1}, {0xea7,0xeb0,1}, {0xeb2,0xeb3,1},
+{0xebd,0xebd,1}, {0xec0,0xec4,1}, {0xec6,0xec6,1}, {0xed0,0xed9,2}, {0xedc,0xedf,1}, {0xf00,0xf00,1},
+{0xf20,0xf33,2}, {0xf40,0xf47,1}, {0xf49,0xf6c,1}, {0xf88,0xf8c,1}, {0x1000,0x102a,1}, {0x103f,0x103f,1},
+{0x1040,0x1049,2}, {0x1050,0x1055,1}, {0x105a,0x105d,1}, {0x1061,0x1061,1}, {0x1065,0x1066,1},
+{0x106e,0x1070,1}, {0x1075,0x1081,1}, {0x108e,0x108e,1}, {0x1090,0x1099,2}, {0x10a0,0x10c5,1},
+{0x10c7,0x10c7,1}, {0x10cd,0x10cd,1}, {0x10d0,0x10fa,1}, {0x10fc,0x1248,1}, {0x124a,0x124d,1},
+{0x1250,0x1256,1}, {0x1258,0x1258,1}, {0x125a,0x125d,1}, {0x1260,0x1288,1}, {0x128a,0x128d,1},
+{0x1290,0x12b0,1}, {0x12b2,0x12b5,1}, {0x12b8,0x12be,1}, {0x12c0,0x12c0,1}, {0x12c2,0x12c5,1},
+{0x12c8,0x12d6,1}, {0x12d8,0x1310,1}, {0x1312,0x1315,1}, {0x1318,0x135a,1}, {0x1369,0x137c,2},
+{0x1380,0x138f,1}, {0x13a0,0x13f5,1}, {0x13f8,0x13fd,1}, {0x1401,0x166c,1}, {0x166f,0x167f,1},
+{0x1680,0x1680,3}, {0x1681,0x169a,1}, {0x16a0,0x16ea,1}, {0x16ee,0x16f0,2}, {0x16f1,0x16f8,1},
+{0x1700,0x1711,1}, {0x171f,0x1731,1}, {0x1740,0x1751,1}, {0x1760,0x176c,1}, {0x176e,0x1770,1},
+{0x1780,0x17b3,1}, {0x17d7,0x17d7,1}, {0x17dc,0x17dc,1}, {0x17e0,0x17e9,2}, {0x17f0,0x17f9,2},
+{0x1810,0x1819,2}, {0x1820,0x1878,1}, {0x1880,0x1884,1}, {0x1887,0x18a8,1}, {0x18aa,0x18aa,1},
+{0x18b0,0x18f5,1}, {0x1900,0x191e,1}, {0x1946,0x194f,2}, {0x1950,0x196d,1}, {0x1970,0x1974,1},
+{0x1980,0x19ab,1}, {0x19b0,0x19c9,1}, {0x19d0,0x19da,2}, {0x1a00,0x1a16,1}, {0x1a20,0x1a54,1},
+{0x1a80,0x1a89,2}, {0x1a90,0x1a99,2}, {0x1aa7,0x1aa7,1}, {0x1b05,0x1b33,1}, {0x1b45,0x1b4c,1},
+{0x1b50,0x1b59,2}, {0x1b83,0x1ba0,1}, {0x1bae,0x1baf,1}, {0x1bb0,0x1bb9,2}, {0x1bba,0x1be5,1},
+{0x1c00,0x1c23,1}, {0x1c40,0x1c49,2}, {0x1c4d,0x1c4f,1}, {0x1c50,0x1c59,2}, {0x1c5a,0x1c7d,1},
+{0x1c80,0x1c8a,1}, {0x1c90,0x1cba,1}, {0x1cbd,0x1cbf,1}, {0x1ce9,0x1cec,1}, {0x1cee,0x1cf3,1},
+{0x1cf5,0x1cf6,1}, {0x1cfa,0x1cfa,1}, {0x1d00,0x1dbf,1}, {0x1e00,0x1f15,1}, {0x1f18,0x1f1d,1},
+{0x1f20,0x1f45,1}, {0x1f48,0x1f4d,1}, {0x1f50,0x1f57,1}, {0x1f59,0x1f59,1}, {0x1f5b,0x1f5b,1},
+{0x1f5d,0x1f5d,1}, {0x1f5f,0x1f7d,1}, {0x1f80,0x1fb4,1}, {0x1fb6,0x1fbc,1}, {0x1fbe,0x1fbe,1},
+{0x1fc2,0x1fc4,1}, {0x1fc6,0x1fcc,1}, {0x1fd0,0x1fd3,1}, {0x1fd6,0x1fdb,1}, {0x1fe0,0x1fec,1},
+{0x1ff2,0x1ff4,1}, {0x1ff6,0x1ffc,1}, {0x2000,0x200a,3}, {0x2028,0x2029,3}, {0x202f,0x202f,3},
+{0x205f,0x205f,3}, {0x2070,0x2070,2}, {0x2071,0x2071,1}, {0x2074,0x2079,2}, {0x207f,0x207f,1},
+{0x2080,0x2089,2}, {0x2090,0x209c,1}, {0x2102,0x2102,1}, {0x2107,0x2107,1}, {0x210a,0x2113,1},
+{0x2115,0x2115,1}, {0x2119,0x211d,1}, {0x2124,0x2124,1}, {0x2126,0x2126,1}, {0x2128,0x2128,1},
+{0x212a,0x212d,1}, {0x212f,0x2139,1}, {0x213c,0x213f,1}, {0x2145,0x2149,1}, {0x214e,0x214e,1},
+{0x2150,0x2182,2}, {0x2183,0x2184,1}, {0x2185,0x2189,2}, {0x2460,0x249b,2}, {0x24ea,0x24ff,2},
+{0x2776,0x2793,2}, {0x2c00,0x2ce4,1}, {0x2ceb,0x2cee,1}, {0x2cf2,0x2cf3,1}, {0x2cfd,0x2cfd,2},
+{0x2d00,0x2d25,1}, {0x2d27,0x2d27,1}, {0x2d2d,0x2d2d,1}, {0x2d30,0x2d67,1}, {0x2d6f,0x2d6f,1},
+{0x2d80,0x2d96,1}, {0x2da0,0x2da6,1}, {0x2da8,0x2dae,1}, {0x2db0,0x2db6,1}, {0x2db8,0x2dbe,1},
+{0x2dc0,0x2dc6,1}, {0x2dc8,0x2dce,1}, {0x2dd0,0x2dd6,1}, {0x2dd8,0x2dde,1}, {0x2e2f,0x2e2f,1},
+{0x3000,0x3000,3}, {0x3005,0x3006,1}, {0x3007,0x3007,2}, {0x3021,0x3029,2}, {0x3031,0x3035,1},
+{0x3038,0x303a,2}, {0x303b,0x303c,1}, {0x3041,0x3096,1}, {0x309d,0x309f,1}, {0x30a1,0x30fa,1},
+{0x30fc,0x30ff,1}, {0x3105,0x312f,1}, {0x3131,0x318e,1}, {0x3192,0x3195,2}, {0x31a0,0x31bf,1},
+{0x31f0,0x31ff,1}, {0x3220,0x3229,2}, {0x3248,0x324f,2}, {0x3251,0x325f,2}, {0x3280,0x3289,2},
+{0x32b1,0x32bf,2}, {0x3400,0x4dbf,1}, {0x4e00,0xa48c,1}, {0xa4d0,0xa4fd,1}, {0xa500,0xa60c,1},
+{0xa610,0xa61f,1}, {0xa620,0xa629,2}, {0xa62a,0xa62b,1}, {0xa640,0xa66e,1}, {0xa67f,0xa69d,1},
+{0xa6a0,0xa6e5,1}, {0xa6e6,0xa6ef,2}, {0xa717,0xa71f,1}, {0xa722,0xa788,1}, {0xa78b,0xa7dc,1},
+{0xa7f1,0xa801,1}, {0xa803,0xa805,1}, {0xa807,0xa80a,1}, {0xa80c,0xa822,1}, {0xa830,0xa835,2},
+{0xa840,0xa873,1}, {0xa882,0xa8b3,1}, {0xa8d0,0xa8d9,2}, {0xa8f2,0xa8f7,1}, {0xa8fb,0xa8fb,1},
+{0xa8fd,0xa8fe,1}, {0xa900,0xa909,2}, {0xa90a,0xa925,1}, {0xa930,0xa946,1}, {0xa960,0xa97c,1},
+{0xa984,0xa9b2,1}, {0xa9cf,0xa9cf,1}, {0xa9d0,0xa9d9,2}, {0xa9e0,0xa9e4,1}, {0xa9e6,0xa9ef,1},
+{0xa9f0,0xa9f9,2}, {0xa9fa,0xa9fe,1}, {0xaa00,0xaa28,1}, {0xaa40,0xaa42,1}, {0xaa44,0xaa4b,1},
+{0xaa50,0xaa59,2}, {0xaa60,0xaa76,1}, {0xaa7a,0xaa7a,1}, {0xaa7e,0xaaaf,1}, {0xaab1,0xaab1,1},
+{0xaab5,0xaab6,1}, {0xaab9,0xaabd,1}, {0xaac0,0xaac0,1}, {0xaac2,0xaac2,1}, {0xaadb,0xaadd,1},
+{0xaae0,0xaaea,1}, {0xaaf2,0xaaf4,1}, {0xab01,0xab06,1}, {0xab09,0xab0e,1}, {0xab11,0xab16,1},
+{0xab20,0xab26,1}, {0xab28,0xab2e,1}, {0xab30,0xab5a,1}, {0xab5c,0xab69,1}, {0xab70,0xabe2,1},
+{0xabf0,0xabf9,2}, {0xac00,0xd7a3,1}, {0xd7b0,0xd7c6,1}, {0xd7cb,0xd7fb,1}, {0xf900,0xfa6d,1},
+{0xfa70,0xfad9,1}, {0xfb00,0xfb06,1}, {0xfb13,0xfb17,1}, {0xfb1d,0xfb1d,1}, {0xfb1f,0xfb28,1},
+{0xfb2a,0xfb36,1}, {0xfb38,0xfb3c,1}, {0xfb3e,0xfb3e,1}, {0xfb40,0xfb41,1}, {0xfb43,0xfb44,1},
+{0xfb46,0xfbb1,1}, {0xfbd3,0xfd3d,1}, {0xfd50,0xfd8f,1}, {0xfd92,0xfdc7,1}, {0xfdf0,0xfdfb,1},
+{0xfe70,0xfe74,1}, {0xfe76,0xfefc,1}, {0xfeff,0xfeff,3}, {0xff10,0xff19,2}, {0xff21,0xff3a,1},
+{0xff41,0xff5a,1}, {0xff66,0xffbe,1}, {0xffc2,0xffc7,1}, {0xffca,0xffcf,1}, {0xffd2,0xffd7,1},
+{0xffda,0xffdc,1}, {0x10000,0x1000b,1}, {0x1000d,0x10026,1}, {0x10028,0x1003a,1}, {0x1003c,0x1003d,1},
+{0x1003f,0x1004d,1}, {0x10050,0x1005d,1}, {0x10080,0x100fa,1}, {0x10107,0x10133,2}, {0x10140,0x10178,2},
+{0x1018a,0x1018b,2}, {0x10280,0x1029c,1}, {0x102a0,0x102d0,1}, {0x102e1,0x102fb,2}, {0x10300,0x1031f,1},
+{0x10320,0x10323,2}, {0x1032d,0x10340,1}, {0x10341,0x10341,2}, {0x10342,0x10349,1}, {0x1034a,0x1034a,2},
+{0x10350,0x10375,1}, {0x10380,0x1039d,1}, {0x103a0,0x103c3,1}, {0x103c8,0x103cf,1}, {0x103d1,0x103d5,2},
+{0x10400,0x1049d,1}, {0x104a0,0x104a9,2}, {0x104b0,0x104d3,1}, {0x104d8,0x104fb,1}, {0x10500,0x10527,1},
+{0x10530,0x10563,1}, {0x10570,0x1057a,1}, {0x1057c,0x1058a,1}, {0x1058c,0x10592,1}, {0x10594,0x10595,1},
+{0x10597,0x105a1,1}, {0x105a3,0x105b1,1}, {0x105b3,0x105b9,1}, {0x105bb,0x105bc,1}, {0x105c0,0x105f3,1},
+{0x10600,0x10736,1}, {0x10740,0x10755,1}, {0x10760,0x10767,1}, {0x10780,0x10785,1}, {0x10787,0x107b0,1},
+{0x107b2,0x107ba,1}, {0x10800,0x10805,1}, {0x10808,0x10808,1}, {0x1080a,0x10835,1}, {0x10837,0x10838,1},
+{0x1083c,0x1083c,1}, {0x1083f,0x10855,1}, {0x10858,0x1085f,2}, {0x10860,0x10876,1}, {0x10879,0x1087f,2},
+{0x10880,0x1089e,1}, {0x108a7,0x108af,2}, {0x108e0,0x108f2,1}, {0x108f4,0x108f5,1}, {0x108fb,0x108ff,2},
+{0x10900,0x10915,1}, {0x10916,0x1091b,2}, {0x10920,0x10939,1}, {0x10940,0x10959,1}, {0x10980,0x109b7,1},
+{0x109bc,0x109bd,2}, {0x109be,0x109bf,1}, {0x109c0,0x109cf,2}, {0x109d2,0x109ff,2}, {0x10a00,0x10a00,1},
+{0x10a10,0x10a13,1}, {0x10a15,0x10a17,1}, {0x10a19,0x10a35,1}, {0x10a40,0x10a48,2}, {0x10a60,0x10a7c,1},
+{0x10a7d,0x10a7e,2}, {0x10a80,0x10a9c,1}, {0x10a9d,0x10a9f,2}, {0x10ac0,0x10ac7,1}, {0x10ac9,0x10ae4,1},
+{0x10aeb,0x10aef,2}, {0x10b00,0x10b35,1}, {0x10b40,0x10b55,1}, {0x10b58,0x10b5f,2}, {0x10b60,0x10b72,1},
+{0x10b78,0x10b7f,2}, {0x10b80,0x10b91,1}, {0x10ba9,0x10baf,2}, {0x10c00,0x10c48,1}, {0x10c80,0x10cb2,1},
+{0x10cc0,0x10cf2,1}, {0x10cfa,0x10cff,2}, {0x10d00,0x10d23,1}, {0x10d30,0x10d39,2}, {0x10d40,0x10d49,2},
+{0x10d4a,0x10d65,1}, {0x10d6f,0x10d85,1}, {0x10e60,0x10e7e,2}, {0x10e80,0x10ea9,1}, {0x10eb0,0x10eb1,1},
+{0x10ec2,0x10ec7,1}, {0x10f00,0x10f1c,1}, {0x10f1d,0x10f26,2}, {0x10f27,0x10f27,1}, {0x10f30,0x10f45,1},
+{0x10f51,0x10f54,2}, {0x10f70,0x10f81,1}, {0x10fb0,0x10fc4,1}, {0x10fc5,0x10fcb,2}, {0x10fe0,0x10ff6,1},
+{0x11003,0x11037,1}, {0x11052,0x1106f,2}, {0x11071,0x11072,1}, {0x11075,0x11075,1}, {0x11083,0x110af,1},
+{0x110d0,0x110e8,1}, {0x110f0,0x110f9,2}, {0x11103,0x11126,1}, {0x11136,0x1113f,2}, {0x11144,0x11144,1},
+{0x11147,0x11147,1}, {0x11150,0x11172,1}, {0x11176,0x11176,1}, {0x11183,0x111b2,1}, {0x111c1,0x111c4,1},
+{0x111d0,0x111d9,2}, {0x111da,0x111da,1}, {0x111dc,0x111dc,1}, {0x111e1,0x111f4,2}, {0x11200,0x11211,1},
+{0x11213,0x1122b,1}, {0x1123f,0x11240,1}, {0x11280,0x11286,1}, {0x11288,0x11288,1}, {0x1128a,0x1128d,1},
+{0x1128f,0x1129d,1}, {0x1129f,0x112a8,1}, {0x112b0,0x112de,1}, {0x112f0,0x112f9,2}, {0x11305,0x1130c,1},
+{0x1130f,0x11310,1}, {0x11313,0x11328,1}, {0x1132a,0x11330,1}, {0x11332,0x11333,1}, {0x11335,0x11339,1},
+{0x1133d,0x1133d,1}, {0x11350,0x11350,1}, {0x1135d,0x11361,1}, {0x11380,0x11389,1}, {0x1138b,0x1138b,1},
+{0x1138e,0x1138e,1}, {0x11390,0x113b5,1}, {0x113b7,0x113b7,1}, {0x113d1,0x113d1,1}, {0x113d3,0x113d3,1},
+{0x11400,0x11434,1}, {0x11447,0x1144a,1}, {0x11450,0x11459,2}, {0x1145f,0x11461,1}, {0x11480,0x114af,1},
+{0x114c4,0x114c5,1}, {0x114c7,0x114c7,1}, {0x114d0,0x114d9,2}, {0x11580,0x115ae,1}, {0x115d8,0x115db,1},
+{0x11600,0x1162f,1}, {0x11644,0x11644,1}, {0x11650,0x11659,2}, {0x11680,0x116aa,1}, {0x116b8,0x116b8,1},
+{0x116c0,0x116c9,2}, {0x116d0,0x116e3,2}, {0x11700,0x1171a,1}, {0x11730,0x1173b,2}, {0x11740,0x11746,1},
+{0x11800,0x1182b,1}, {0x118a0,0x118df,1}, {0x118e0,0x118f2,2}, {0x118ff,0x11906,1}, {0x11909,0x11909,1},
+{0x1190c,0x11913,1}, {0x11915,0x11916,1}, {0x11918,0x1192f,1}, {0x1193f,0x1193f,1}, {0x11941,0x11941,1},
+{0x11950,0x11959,2}, {0x119a0,0x119a7,1}, {0x119aa,0x119d0,1}, {0x119e1,0x119e1,1}, {0x119e3,0x119e3,1},
+{0x11a00,0x11a00,1}, {0x11a0b,0x11a32,1}, {0x11a3a,0x11a3a,1}, {0x11a50,0x11a50,1}, {0x11a5c,0x11a89,1},
+{0x11a9d,0x11a9d,1}, {0x11ab0,0x11af8,1}, {0x11bc0,0x11be0,1}, {0x11bf0,0x11bf9,2}, {0x11c00,0x11c08,1},
+{0x11c0a,0x11c2e,1}, {0x11c40,0x11c40,1}, {0x11c50,0x11c6c,2}, {0x11c72,0x11c8f,1}, {0x11d00,0x11d06,1},
+{0x11d08,0x11d09,1}, {0x11d0b,0x11d30,1}, {0x11d46,0x11d46,1}, {0x11d50,0x11d59,2}, {0x11d60,0x11d65,1},
+{0x11d67,0x11d68,1}, {0x11d6a,0x11d89,1}, {0x11d98,0x11d98,1}, {0x11da0,0x11da9,2}, {0x11db0,0x11ddb,1},
+{0x11de0,0x11de9,2}, {0x11ee0,0x11ef2,1}, {0x11f02,0x11f02,1}, {0x11f04,0x11f10,1}, {0x11f12,0x11f33,1},
+{0x11f50,0x11f59,2}, {0x11fb0,0x11fb0,1}, {0x11fc0,0x11fd4,2}, {0x12000,0x12399,1}, {0x12400,0x1246e,2},
+{0x12480,0x12543,1}, {0x12f90,0x12ff0,1}, {0x13000,0x1342f,1}, {0x13441,0x13446,1}, {0x13460,0x143fa,1},
+{0x14400,0x14646,1}, {0x16100,0x1611d,1}, {0x16130,0x16139,2}, {0x16800,0x16a38,1}, {0x16a40,0x16a5e,1},
+{0x16a60,0x16a69,2}, {0x16a70,0x16abe,1}, {0x16ac0,0x16ac9,2}, {0x16ad0,0x16aed,1}, {0x16b00,0x16b2f,1},
+{0x16b40,0x16b43,1}, {0x16b50,0x16b59,2}, {0x16b5b,0x16b61,2}, {0x16b63,0x16b77,1}, {0x16b7d,0x16b8f,1},
+{0x16d40,0x16d6c,1}, {0x16d70,0x16d79,2}, {0x16e40,0x16e7f,1}, {0x16e80,0x16e96,2}, {0x16ea0,0x16eb8,1},
+{0x16ebb,0x16ed3,1}, {0x16f00,0x16f4a,1}, {0x16f50,0x16f50,1}, {0x16f93,0x16f9f,1}, {0x16fe0,0x16fe1,1},
+{0x16fe3,0x16fe3,1}, {0x16ff2,0x16ff3,1}, {0x16ff4,0x16ff6,2}, {0x17000,0x18cd5,1}, {0x18cff,0x18d1e,1},
+{0x18d80,0x18df2,1}, {0x1aff0,0x1aff3,1}, {0x1aff5,0x1affb,1}, {0x1affd,0x1affe,1}, {0x1b000,0x1b122,1},
+{0x1b132,0x1b132,1}, {0x1b150,0x1b152,1}, {0x1b155,0x1b155,1}, {0x1b164,0x1b167,1}, {0x1b170,0x1b2fb,1},
+{0x1bc00,0x1bc6a,1}, {0x1bc70,0x1bc7c,1}, {0x1bc80,0x1bc88,1}, {0x1bc90,0x1bc99,1}, {0x1ccf0,0x1ccf9,2},
+{0x1d2c0,0x1d2d3,2}, {0x1d2e0,0x1d2f3,2}, {0x1d360,0x1d378,2}, {0x1d400,0x1d454,1}, {0x1d456,0x1d49c,1},
+{0x1d49e,0x1d49f,1}, {0x1d4a2,0x1d4a2,1}, {0x1d4a5,0x1d4a6,1}, {0x1d4a9,0x1d4ac,1}, {0x1d4ae,0x1d4b9,1},
+{0x1d4bb,0x1d4bb,1}, {0x1d4bd,0x1d4c3,1}, {0x1d4c5,0x1d505,1}, {0x1d507,0x1d50a,1}, {0x1d50d,0x1d514,1},
+{0x1d516,0x1d51c,1}, {0x1d51e,0x1d539,1}, {0x1d53b,0x1d53e,1}, {0x1d540,0x1d544,1}, {0x1d546,0x1d546,1},
+{0x1d54a,0x1d550,1}, {0x1d552,0x1d6a5,1}, {0x1d6a8,0x1d6c0,1}, {0x1d6c2,0x1d6da,1}, {0x1d6dc,0x1d6fa,1},
+{0x1d6fc,0x1d714,1}, {0x1d716,0x1d734,1}, {0x1d736,0x1d74e,1}, {0x1d750,0x1d76e,1}, {0x1d770,0x1d788,1},
+{0x1d78a,0x1d7a8,1}, {0x1d7aa,0x1d7c2,1}, {0x1d7c4,0x1d7cb,1}, {0x1d7ce,0x1d7ff,2}, {0x1df00,0x1df1e,1},
+{0x1df25,0x1df2a,1}, {0x1e030,0x1e06d,1}, {0x1e100,0x1e12c,1}, {0x1e137,0x1e13d,1}, {0x1e140,0x1e149,2},
+{0x1e14e,0x1e14e,1}, {0x1e290,0x1e2ad,1}, {0x1e2c0,0x1e2eb,1}, {0x1e2f0,0x1e2f9,2}, {0x1e4d0,0x1e4eb,1},
+{0x1e4f0,0x1e4f9,2}, {0x1e5d0,0x1e5ed,1}, {0x1e5f0,0x1e5f0,1}, {0x1e5f1,0x1e5fa,2}, {0x1e6c0,0x1e6de,1},
+{0x1e6e0,0x1e6e2,1}, {0x1e6e4,0x1e6e5,1}, {0x1e6e7,0x1e6ed,1}, {0x1e6f0,0x1e6f4,1}, {0x1e6fe,0x1e6ff,1},
+{0x1e7e0,0x1e7e6,1}, {0x1e7e8,0x1e7eb,1}, {0x1e7ed,0x1e7ee,1}, {0x1e7f0,0x1e7fe,1}, {0x1e800,0x1e8c4,1},
+{0x1e8c7,0x1e8cf,2}, {0x1e900,0x1e943,1}, {0x1e94b,0x1e94b,1}, {0x1e950,0x1e959,2}, {0x1ec71,0x1ecab,2},
+{0x1ecad,0x1ecaf,2}, {0x1ecb1,0x1ecb4,2}, {0x1ed01,0x1ed2d,2}, {0x1ed2f,0x1ed3d,2}, {0x1ee00,0x1ee03,1},
+{0x1ee05,0x1ee1f,1}, {0x1ee21,0x1ee22,1}, {0x1ee24,0x1ee24,1}, {0x1ee27,0x1ee27,1}, {0x1ee29,0x1ee32,1},
+{0x1ee34,0x1ee37,1}, {0x1ee39,0x1ee39,1}, {0x1ee3b,0x1ee3b,1}, {0x1ee42,0x1ee42,1}, {0x1ee47,0x1ee47,1},
+{0x1ee49,0x1ee49,1}, {0x1ee4b,0x1ee4b,1}, {0x1ee4d,0x1ee4f,1}, {0x1ee51,0x1ee52,1}, {0x1ee54,0x1ee54,1},
+{0x1ee57,0x1ee57,1}, {0x1ee59,0x1ee59,1}, {0x1ee5b,0x1ee5b,1}, {0x1ee5d,0x1ee5d,1}, {0x1ee5f,0x1ee5f,1},
+{0x1ee61,0x1ee62,1}, {0x1ee64,0x1ee64,1}, {0x1ee67,0x1ee6a,1}, {0x1ee6c,0x1ee72,1}, {0x1ee74,0x1ee77,1},
+{0x1ee79,0x1ee7c,1}, {0x1ee7e,0x1ee7e,1}, {0x1ee80,0x1ee89,1}, {0x1ee8b,0x1ee9b,1}, {0x1eea1,0x1eea3,1},
+{0x1eea5,0x1eea9,1}, {0x1eeab,0x1eebb,1}, {0x1f100,0x1f10c,2}, {0x1fbf0,0x1fbf9,2}, {0x20000,0x2a6df,1},
+{0x2a700,0x2b81d,1}, {0x2b820,0x2cead,1}, {0x2ceb0,0x2ebe0,1}, {0x2ebf0,0x2ee5d,1}, {0x2f800,0x2fa1d,1},
+{0x30000,0x3134a,1}, {0x31350,0x33479,1},
+// END generated
+};
+
+// The class of code point cp: binary search of UNICODE_CLASSES.
+static int unicode_class(uint32_t cp) {
+    size_t lo = 0, hi = sizeof(UNICODE_CLASSES) / sizeof(UNICODE_CLASSES[0]);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < UNICODE_CLASSES[mid][0]) hi = mid;
+        else if (cp > UNICODE_CLASSES[mid][1]) lo = mid + 1;
+        else return (int)UNICODE_CLASSES[mid][2];
+    }
+    return CH_OTHER;
+}
+
+// The class of the character at s[i] (s has n bytes); *len = its length in bytes. Decodes strict
+// UTF-8 (no overlong forms, no surrogates, at most U+10FFFF); anything else is one "other" byte.
+static int utf8_class(const unsigned char* s, size_t n, size_t i, int* len) {
+    unsigned c = s[i];
+    *len = 1;
+    if (c < 0x80) return unicode_class(c);
+    int need;
+    uint32_t cp, min;
+    if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { need = 2; cp = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { need = 3; cp = c & 0x07; min = 0x10000; }
+    else return CH_OTHER;
+    if (i + need >= n) return CH_OTHER;  // truncated at the end of the text
+    for (int k = 1; k <= need; k++) {
+        if ((s[i + k] & 0xC0) != 0x80) return CH_OTHER;
+        cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return CH_OTHER;
+    *len = need + 1;
+    return unicode_class(cp);
+}
+
+// The end of the pre-token piece that starts at s[i]: the regex's first matching alternative,
+// each as greedy as the regex makes it.
+static size_t pretoken_end(const unsigned char* s, size_t n, size_t i) {
+    static const char* const contractions[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+    if (s[i] == '\'')
+        for (int k = 0; k < 7; k++) {
+            size_t len = strlen(contractions[k]);
+            if (i + 1 + len <= n && memcmp(s + i + 1, contractions[k], len) == 0) return i + 1 + len;
+        }
+    int len, cls = utf8_class(s, n, i, &len);
+    size_t run = i; // where a run of one class starts
+    if (s[i] == ' ' && i + 1 < n) { // the optional space of ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+'
+        int len2, cls2 = utf8_class(s, n, i + 1, &len2);
+        if (cls2 != CH_SPACE) { run = i + 1; cls = cls2; len = len2; }
+    }
+    if (cls != CH_SPACE) { // a run of letters, of numbers or of others
+        size_t e = run + len;
+        while (e < n && utf8_class(s, n, e, &len) == cls) e += len;
+        return e;
+    }
+    // white space: \s+(?!\S) takes the whole run at the end of the text, else all of it but its
+    // last character (which then leads the next piece, as the space of " word"); \s+ takes a
+    // single white-space character followed by a non-space.
+    size_t e = i, last = i;
+    while (e < n && utf8_class(s, n, e, &len) == CH_SPACE) { last = e; e += len; }
+    return (e == n || last == i) ? e : last;
+}
+
+// ---- byte-level BPE of one piece
+
+typedef struct { int rank, pos; } BpeCandidate;  // a mergeable pair: its rank, its left symbol
+
+// Scratch space of bpe_piece, grown to the longest piece seen.
+typedef struct {
+    size_t cap;
+    int *tok, *prev, *next;  // the symbols of the piece as a linked list; tok -1: merged away
+    BpeCandidate* heap;      // min-heap on (rank, pos), at most 3 * cap entries
+    size_t heap_n;
+} BpeWork;
+
+static void bpe_work_free(BpeWork* w) {
+    free(w->tok);
+    free(w->prev);
+    free(w->next);
+    free(w->heap);
+    memset(w, 0, sizeof(*w));
+}
+
+static int bpe_before(BpeCandidate a, BpeCandidate b) { return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos); }
+
+// Pushes the pair (symbol i, its right neighbour) if a merge exists for it.
+static void bpe_push(const Tokenizer* t, BpeWork* w, int i) {
+    int rank = tokenizer_pair_rank(t, w->tok[i], w->tok[w->next[i]]);
+    if (rank < 0) return;
+    size_t k = w->heap_n++;
+    BpeCandidate c = {rank, i};
+    while (k > 0 && bpe_before(c, w->heap[(k - 1) / 2])) { // sift up
+        w->heap[k] = w->heap[(k - 1) / 2];
+        k = (k - 1) / 2;
+    }
+    w->heap[k] = c;
+}
+
+static BpeCandidate bpe_pop(BpeWork* w) {
+    BpeCandidate top = w->heap[0], last = w->heap[--w->heap_n];
+    size_t k = 0;
+    for (;;) { // sift the last entry down from the root
+        size_t child = 2 * k + 1;
+        if (child >= w->heap_n) break;
+        if (child + 1 < w->heap_n && bpe_before(w->heap[child + 1], w->heap[child])) child++;
+        if (!bpe_before(w->heap[child], last)) break;
+        w->heap[k] = w->heap[child];
+        k = child;
+    }
+    if (w->heap_n > 0) w->heap[k] = last;
+    return top;
+}
+
+// Encodes one piece s[0..n) (n >= 1): each byte becomes its single-byte token, then the adjacent
+// pair of lowest rank (the leftmost of equals) is replaced by its merged token until no pair has a
+// merge. Writes the tokens to out (at most n) and returns their count. This is GPT-2's loop
+// ("merge every occurrence of the best pair, repeat") in O(n log n): merges only use tokens made by
+// earlier merges (tokenizer_check), so a merge never creates a pair of lower rank than its own and
+// taking candidates in (rank, position) order merges exactly what GPT-2 merges.
+static size_t bpe_piece(const Tokenizer* t, const unsigned char* s, size_t n, int* out, BpeWork* w) {
+    if (n == 1 || t->n_merges == 0) {
+        for (size_t i = 0; i < n; i++) out[i] = t->byte_token[s[i]];
+        return n;
+    }
+    if (n > w->cap) {
+        bpe_work_free(w);
+        w->cap = n;
+        w->tok = (int*)malloc_check(n * sizeof(int));
+        w->prev = (int*)malloc_check(n * sizeof(int));
+        w->next = (int*)malloc_check(n * sizeof(int));
+        w->heap = (BpeCandidate*)malloc_check(3 * n * sizeof(BpeCandidate));
+    }
+    int last = (int)n - 1;
+    for (int i = 0; i <= last; i++) {
+        w->tok[i] = t->byte_token[s[i]];
+        w->prev[i] = i - 1;
+        w->next[i] = i < last ? i + 1 : -1;
+    }
+    w->heap_n = 0;
+    for (int i = 0; i < last; i++) bpe_push(t, w, i);
+    while (w->heap_n > 0) {
+        BpeCandidate c = bpe_pop(w);
+        int i = c.pos, j = w->next[i];
+        const int32_t* merge = t->merges + 3 * (size_t)c.rank;
+        // stale: i was merged away, or i or its neighbour has changed since the push
+        if (w->tok[i] < 0 || j < 0 || w->tok[i] != merge[0] || w->tok[j] != merge[1]) continue;
+        w->tok[i] = merge[2];
+        w->tok[j] = -1;
+        w->next[i] = w->next[j];
+        if (w->next[i] >= 0) w->prev[w->next[i]] = i;
+        if (w->prev[i] >= 0) bpe_push(t, w, w->prev[i]);
+        if (w->next[i] >= 0) bpe_push(t, w, i);
+    }
+    size_t m = 0;
+    for (int i = 0; i >= 0; i = w->next[i]) out[m++] = w->tok[i];
+    return m;
+}
+
+// Encodes text[0..n) (any bytes) into *ids (malloc'd); returns the token count (<= n).
+static size_t tokenizer_encode_bytes(const Tokenizer* t, const unsigned char* text, size_t n, int** ids) {
+    int* out = (int*)malloc_check(n * sizeof(int));
+    size_t m = 0;
+    if (t->kind == TOKENIZER_BYTES) {
+        for (; m < n; m++) out[m] = t->byte_token[text[m]];
+    } else {
+        BpeWork w = {0};
+        for (size_t i = 0, e; i < n; i = e) {
+            e = pretoken_end(text, n, i);
+            m += bpe_piece(t, text + i, e - i, out + m, &w);
+        }
+        bpe_work_free(&w);
+    }
+    *ids = out;
+    return m;
+}
+
+// Encodes a NUL-terminated string into *ids (malloc'd); returns the token count.
+static int tokenizer_encode(const Tokenizer* t, const char* text, int** ids) {
+    size_t n = strlen(text);
+    if (n > INT32_MAX) fail("tokenizer_encode: text of %zu bytes is too long for an int count", n);
+    return (int)tokenizer_encode_bytes(t, (const unsigned char*)text, n, ids);
 }
 
 // ----------------------------------------------------------------------------

@@ -706,6 +706,397 @@ static void test_resume(const char* dir) {
 
 // ----------------------------------------------------------------------------
 
+// ----------------------------------------------------------------------------
+// 7. tokenizers: GPT-2's BPE against an independent encoder (dev/tokenizer_cases/*.ids, written by
+// dev/gpt2_expected.js with npm's gpt-3-encoder), round trips of tricky text, a trained BPE, the
+// tokenizer file's round trip and the rejection of corrupt files (run through ./data/tokenize).
+
+#define TOK_GPT2_DIR "../shared/data/gpt2"
+#define TOK_SHAKESPEARE "../shared/data/tinyshakespeare.txt"
+#define TOK_CASES "dev/tokenizer_cases"
+
+// the whole file (NUL-terminated, malloc'd) and its size, or NULL when it cannot be read
+static unsigned char* tok_slurp(const char* path, size_t* n) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return NULL;
+    int64_t size = file_size(f);
+    unsigned char* buf = (unsigned char*)malloc_check((size_t)size + 1);
+    fread_check(buf, 1, (size_t)size, f, path);
+    fclose(f);
+    buf[size] = 0;
+    *n = (size_t)size;
+    return buf;
+}
+
+static void tok_spit(const char* path, const void* data, size_t n) {
+    FILE* f = fopen_check(path, "wb");
+    fwrite_check(data, 1, n, f, path);
+    fclose_check(f, path);
+}
+
+// the decimal ids of a file (one per line, as data/tokenize writes them); -1 if it cannot be read
+static long tok_read_ids(const char* path, int** ids) {
+    size_t n;
+    char* s = (char*)tok_slurp(path, &n);
+    if (!s) return -1;
+    long m = 0;
+    *ids = (int*)malloc_check((n / 2 + 1) * sizeof(int)); // each id takes >= 2 characters
+    for (char *p = s, *end;; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        (*ids)[m++] = (int)v;
+    }
+    free(s);
+    return m;
+}
+
+// runs a shell command with its output in `log`; returns its exit status (-1: it did not exit)
+static int tok_run(const char* log, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static int tok_run(const char* log, const char* fmt, ...) {
+    char cmd[3 * PATH_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = snprintf(cmd, sizeof(cmd), "( ");
+    len += vsnprintf(cmd + len, sizeof(cmd) - len, fmt, ap);
+    va_end(ap);
+    snprintf(cmd + len, sizeof(cmd) - len, " ) > '%s' 2>&1", log);
+    int rc = system(cmd);
+    return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int tok_file_has(const char* path, const char* needle) {
+    size_t n;
+    char* s = (char*)tok_slurp(path, &n);
+    int found = s && strstr(s, needle) != NULL;
+    free(s);
+    return found;
+}
+
+// the first position where a[0..na) and b[0..nb) differ, or -1 when equal
+static long tok_first_diff(const int* a, long na, const int* b, long nb) {
+    for (long i = 0; i < na && i < nb; i++)
+        if (a[i] != b[i]) return i;
+    return na == nb ? -1 : (na < nb ? na : nb);
+}
+
+// encode -> decode gives the text back, every id is in the vocabulary and the ids' bytes add up
+static int tok_round_trip(const Tokenizer* t, const unsigned char* text, size_t n) {
+    int* ids;
+    size_t m = tokenizer_encode_bytes(t, text, n, &ids);
+    int ok = m <= n;
+    for (size_t i = 0; ok && i < m; i++) ok = ids[i] >= 0 && ids[i] < t->vocab_size && ids[i] != t->eot_id;
+    unsigned char* back = NULL;
+    if (ok) {
+        size_t nb = tokenizer_decode(t, ids, m, &back);
+        ok = nb == n && memcmp(back, text, n) == 0 && tokens_byte_count(t, ids, m) == (double)n;
+    }
+    free(ids);
+    free(back);
+    return ok;
+}
+
+#define TOK_TEXT(s) {(const unsigned char*)(s), sizeof(s) - 1}
+static const struct { const unsigned char* s; size_t n; } TOK_TRICKY[] = {
+    TOK_TEXT(""), TOK_TEXT(" "), TOK_TEXT("a"), TOK_TEXT("I'll've"),
+    TOK_TEXT("I'll've you're 'tis DON'T it'S ''s rock 'n' roll"),
+    TOK_TEXT("héllo wörld — naïve café, Ελληνικά, Русский"),
+    TOK_TEXT("日本語のテキスト 한국어 ไทย العربية"),
+    TOK_TEXT("👋🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️ e\xcc\x81"),
+    TOK_TEXT("12345 3.14159 1,000,000 ١٢٣ ½ Ⅻ"),
+    TOK_TEXT("   \n\n\t\t  x  \r\n\r\n  \x0b\x0c  "),
+    TOK_TEXT("nul\0byte\0"),
+    TOK_TEXT("\xff\xfe lone \xc3( bad \xe2\x82 cut \xed\xa0\x80 surrogate \xf4\x90\x80\x80 big \xc0\xaf overlong \xe2\x82"),
+    TOK_TEXT("<|endoftext|> is plain text"),
+};
+#define TOK_N_TRICKY (sizeof(TOK_TRICKY) / sizeof(TOK_TRICKY[0]))
+
+// round trips of the tricky texts plus long runs (a 5000-letter word, 3000 spaces, 2000 emoji)
+static void tok_check_round_trips(const Tokenizer* t, const char* name) {
+    int ok = 1;
+    for (size_t i = 0; i < TOK_N_TRICKY; i++) ok &= tok_round_trip(t, TOK_TRICKY[i].s, TOK_TRICKY[i].n);
+    size_t n = 5000 + 3000 + 2000 * 4;
+    unsigned char* big = (unsigned char*)malloc_check(n);
+    memset(big, 'a', 5000);
+    memset(big + 5000, ' ', 3000);
+    for (int i = 0; i < 2000; i++) memcpy(big + 8000 + 4 * i, "\xf0\x9f\x99\x82", 4);
+    ok &= tok_round_trip(t, big, n);
+    free(big);
+    check(ok, "tokenizer %-10s round trip of %zu tricky texts and long runs", name, TOK_N_TRICKY + 1);
+}
+
+// two tokenizers are the same: sizes, EOT, every token's bytes, every merge
+static int tok_same(const Tokenizer* a, const Tokenizer* b) {
+    if (a->kind != b->kind || a->vocab_size != b->vocab_size || a->eot_id != b->eot_id || a->n_merges != b->n_merges)
+        return 0;
+    for (int i = 0; i < a->vocab_size; i++)
+        if (a->token_len[i] != b->token_len[i] || memcmp(a->token_bytes[i], b->token_bytes[i], a->token_len[i]) != 0)
+            return 0;
+    return memcmp(a->merges, b->merges, (size_t)a->n_merges * 3 * sizeof(int32_t)) == 0;
+}
+
+// Writes a damaged copy of `good` (cut or zero-padded to `keep` bytes when keep >= 0, then `len`
+// bytes overwritten at `offset`), runs ./data/tokenize on it and checks that it exits non-zero with
+// `message` in its error.
+static void tok_check_rejects(const char* dir, const char* good, const char* what, long keep, long offset,
+                              const void* bytes, size_t len, const char* message) {
+    size_t n;
+    unsigned char* data = tok_slurp(good, &n);
+    if (!data) { check(0, "corrupt tokenizer (%s): cannot read '%s'", what, good); return; }
+    if (keep >= 0) {
+        data = (unsigned char*)realloc(data, (size_t)keep + 1);
+        if ((size_t)keep > n) memset(data + n, 0, (size_t)keep - n);
+        n = (size_t)keep;
+    }
+    if (len > 0 && offset >= 0 && offset + len <= n) memcpy(data + offset, bytes, len);
+    char bad[PATH_CAP], log[PATH_CAP];
+    snprintf(bad, sizeof(bad), "%s/corrupt.bin", dir);
+    snprintf(log, sizeof(log), "%s/corrupt.log", dir);
+    tok_spit(bad, data, n);
+    free(data);
+    int rc = tok_run(log, "./data/tokenize '%s' encode < /dev/null", bad);
+    int said = tok_file_has(log, message);
+    check(rc > 0 && said, "corrupt tokenizer (%s): exit %d, error says \"%s\"%s", what, rc, message,
+          said ? "" : " (it does not: see the log below)");
+    if (!said) {
+        size_t ln;
+        char* s = (char*)tok_slurp(log, &ln);
+        printf("      log: %s", s ? s : "(none)\n");
+        free(s);
+    }
+}
+
+// The GPT-2 tokenizer file built from ../shared/data/gpt2: ids equal to the reference, decoding,
+// file round trip, the command-line tool and llm.c's Tiny Shakespeare split.
+static void tok_test_gpt2(const char* dir) {
+    char path[PATH_CAP], copy[PATH_CAP], log[PATH_CAP];
+    snprintf(path, sizeof(path), "%s/gpt2.bin", dir);
+    snprintf(log, sizeof(log), "%s/gpt2.log", dir);
+    struct stat st;
+    if (stat(TOK_GPT2_DIR "/encoder.json", &st) != 0) {
+        check(0, "GPT-2 tokenizer: %s/encoder.json is missing (the shared data must be beside the repo)", TOK_GPT2_DIR);
+        return;
+    }
+    int rc = tok_run(log, "./data/tokenizer_gpt2 " TOK_GPT2_DIR " '%s'", path);
+    check(rc == 0, "GPT-2 tokenizer: ./data/tokenizer_gpt2 builds it from %s (exit %d)", TOK_GPT2_DIR, rc);
+    if (rc != 0) return;
+    Tokenizer t;
+    tokenizer_load(&t, path);
+    check(t.kind == TOKENIZER_BPE && t.vocab_size == 50257 && t.eot_id == 50256 && t.n_merges == 50000 &&
+          t.token_len[50256] == 13 && memcmp(t.token_bytes[50256], "<|endoftext|>", 13) == 0,
+          "GPT-2 tokenizer: 50257 tokens, 50000 merges, EOT 50256 = <|endoftext|>");
+    int* ids;
+    int m = tokenizer_encode(&t, "Hello world", &ids);
+    check(m == 2 && ids[0] == 15496 && ids[1] == 995, "GPT-2: \"Hello world\" -> 15496 995");
+    free(ids);
+    check(tokenizer_encode(&t, "", &ids) == 0, "GPT-2: the empty string has no tokens");
+    free(ids);
+
+    // the fixed corpus against the reference encoder, id for id
+    const char* cases[] = {"tinyshakespeare_head", "tricky"};
+    for (int c = 0; c < 2; c++) {
+        char txt_path[PATH_CAP], ids_path[PATH_CAP];
+        snprintf(txt_path, sizeof(txt_path), TOK_CASES "/%s.txt", cases[c]);
+        snprintf(ids_path, sizeof(ids_path), TOK_CASES "/%s.ids", cases[c]);
+        size_t n;
+        unsigned char* text = tok_slurp(txt_path, &n);
+        int* want;
+        long n_want = tok_read_ids(ids_path, &want);
+        if (!text || n_want < 0) { check(0, "GPT-2: cannot read %s / %s", txt_path, ids_path); continue; }
+        long got = (long)tokenizer_encode_bytes(&t, text, n, &ids);
+        long at = tok_first_diff(ids, got, want, n_want);
+        check(at < 0, "GPT-2 == reference encoder on %-24s %ld bytes, %ld tokens%s", txt_path, (long)n, got,
+              at < 0 ? "" : " (DIFFER)");
+        if (at >= 0)
+            printf("      first difference at token %ld: %d, reference %d\n", at, at < got ? ids[at] : -1,
+                   at < n_want ? want[at] : -1);
+        unsigned char* back;
+        size_t nb = tokenizer_decode(&t, ids, got, &back);
+        check(nb == n && memcmp(back, text, n) == 0 && tokens_byte_count(&t, ids, got) == (double)n,
+              "GPT-2: decode(encode(%s)) is the text, tokens_byte_count = %zu", cases[c], n);
+        free(back);
+        free(ids);
+        free(want);
+        free(text);
+    }
+    tok_check_round_trips(&t, "GPT-2");
+    int eot_and_text[] = {50256, 15496, 50256};
+    check(tokens_byte_count(&t, eot_and_text, 3) == 5.0, "GPT-2: tokens_byte_count counts EOT as 0 bytes");
+
+    // the file round trip: write what was loaded, compare the bytes and the tokenizers
+    snprintf(copy, sizeof(copy), "%s/gpt2_copy.bin", dir);
+    tokenizer_write(&t, copy);
+    size_t n1, n2;
+    unsigned char *f1 = tok_slurp(path, &n1), *f2 = tok_slurp(copy, &n2);
+    Tokenizer t2;
+    tokenizer_load(&t2, copy);
+    check(f1 && f2 && n1 == n2 && memcmp(f1, f2, n1) == 0 && tok_same(&t, &t2),
+          "GPT-2: tokenizer file round trip (write, read back: identical, %zu bytes)", n1);
+    free(f1);
+    free(f2);
+    tokenizer_free(&t2);
+
+    // the command-line tool: encode the tricky text, compare with the reference, decode back
+    char ids_out[PATH_CAP], txt_out[PATH_CAP];
+    snprintf(ids_out, sizeof(ids_out), "%s/tricky.ids", dir);
+    snprintf(txt_out, sizeof(txt_out), "%s/tricky.txt", dir);
+    int rc1 = tok_run(log, "./data/tokenize '%s' encode < " TOK_CASES "/tricky.txt > '%s'", path, ids_out);
+    int rc2 = tok_run(log, "./data/tokenize '%s' decode < '%s' > '%s'", path, ids_out, txt_out);
+    int *a, *b;
+    long na = tok_read_ids(ids_out, &a), nb = tok_read_ids(TOK_CASES "/tricky.ids", &b);
+    size_t nt, nt2;
+    unsigned char *t_in = tok_slurp(TOK_CASES "/tricky.txt", &nt), *t_out = tok_slurp(txt_out, &nt2);
+    check(rc1 == 0 && rc2 == 0 && na > 0 && tok_first_diff(a, na, b, nb) < 0 && t_in && t_out && nt == nt2 &&
+              memcmp(t_in, t_out, nt) == 0,
+          "data/tokenize: encode == reference ids, decode gives the text back byte for byte");
+    if (na > 0) free(a);
+    if (nb > 0) free(b);
+    free(t_in);
+    free(t_out);
+
+    // llm.c's split of Tiny Shakespeare: data/prepare -t gpt2 in a scratch copy of the layout
+    if (stat(TOK_SHAKESPEARE, &st) != 0) {
+        check(0, "GPT-2 Tiny Shakespeare: %s is missing", TOK_SHAKESPEARE);
+    } else {
+        char cwd[PATH_CAP];
+        if (!getcwd(cwd, sizeof(cwd))) fail("getcwd: %s", strerror(errno));
+        rc = tok_run(log, "cd '%s' && mkdir -p data && cp gpt2.bin data/tokenizer_gpt2.bin && '%s/data/prepare' -t gpt2 '%s/" TOK_SHAKESPEARE "'",
+                     dir, cwd, cwd);
+        uint16_t *val = NULL, *train = NULL;
+        size_t n_val = 0, n_train = 0;
+        if (rc == 0) {
+            snprintf(path, sizeof(path), "%s/data/tinyshakespeare/tiny_shakespeare_gpt2_val.bin", dir);
+            n_val = shard_load(path, &val, t.vocab_size);
+            snprintf(path, sizeof(path), "%s/data/tinyshakespeare/tiny_shakespeare_gpt2_train.bin", dir);
+            n_train = shard_load(path, &train, t.vocab_size);
+        }
+        check(rc == 0 && n_val == 32768 && n_train == 305260 && val[0] == 50256,
+              "data/prepare -t gpt2: %zu val + %zu train tokens (llm.c: 32768 + 305260), EOT first (exit %d)", n_val,
+              n_train, rc);
+        if (rc == 0) { // without the EOTs, the shards decode to the text
+            int* all = (int*)malloc_check((n_val + n_train) * sizeof(int));
+            size_t k = 0;
+            for (size_t i = 0; i < n_val + n_train; i++) {
+                int id = i < n_val ? val[i] : train[i - n_val];
+                if (id != t.eot_id) all[k++] = id;
+            }
+            size_t n;
+            unsigned char *text = tok_slurp(TOK_SHAKESPEARE, &n), *back;
+            size_t nb2 = tokenizer_decode(&t, all, k, &back);
+            check(text && nb2 == n && memcmp(back, text, n) == 0, "data/prepare -t gpt2: the shards decode to Tiny Shakespeare");
+            free(all);
+            free(text);
+            free(back);
+        }
+        free(val);
+        free(train);
+    }
+    tokenizer_free(&t);
+}
+
+static void test_tokenizers(void) {
+    printf("== 7. tokenizers\n");
+    int failed_before = failed;
+    char dir[] = "/tmp/test_tok_XXXXXX";
+    if (!mkdtemp(dir)) fail("cannot create a temporary directory");
+    char path[PATH_CAP], path2[PATH_CAP], log[PATH_CAP];
+    snprintf(log, sizeof(log), "%s/run.log", dir);
+
+    // the byte tokenizer: its file is exactly what the first version wrote
+    snprintf(path, sizeof(path), "%s/bytes.bin", dir);
+    tokenizer_write_bytes(path);
+    unsigned char want[1024 + 512] = {0};
+    int32_t h[5] = {TOKENIZER_MAGIC, TOKENIZER_VERSION, TOKENIZER_BYTES, 256, -1};
+    memcpy(want, h, sizeof(h));
+    for (int b = 0; b < 256; b++) { want[1024 + 2 * b] = 1; want[1024 + 2 * b + 1] = (unsigned char)b; }
+    size_t n;
+    unsigned char* got = tok_slurp(path, &n);
+    check(got && n == sizeof(want) && memcmp(got, want, n) == 0, "byte tokenizer file unchanged (1536 bytes)");
+    free(got);
+    Tokenizer bytes;
+    tokenizer_load(&bytes, path);
+    tok_check_round_trips(&bytes, "bytes");
+    tokenizer_free(&bytes);
+
+    tok_test_gpt2(dir);
+
+    // a BPE trained on the first 20 KB of Tiny Shakespeare (train_bpe checks itself that the file
+    // re-encodes its training text into the trainer's own token count)
+    snprintf(path, sizeof(path), "%s/bpe300.bin", dir);
+    snprintf(path2, sizeof(path2), "%s/bpe300_again.bin", dir);
+    int rc1 = tok_run(log, "./data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", path);
+    int rc2 = tok_run(log, "./data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", path2);
+    size_t n1 = 0, n2 = 0;
+    unsigned char *f1 = tok_slurp(path, &n1), *f2 = tok_slurp(path2, &n2);
+    check(rc1 == 0 && rc2 == 0 && f1 && f2 && n1 == n2 && memcmp(f1, f2, n1) == 0,
+          "data/train_bpe: trains a 300-token BPE, deterministically (exit %d, %d)", rc1, rc2);
+    free(f1);
+    free(f2);
+    if (rc1 == 0) {
+        Tokenizer bpe;
+        tokenizer_load(&bpe, path);
+        check(bpe.kind == TOKENIZER_BPE && bpe.vocab_size == 300 && bpe.n_merges == 43 && bpe.eot_id == 299 &&
+              bpe.token_len[299] == 13 && memcmp(bpe.token_bytes[299], "<|endoftext|>", 13) == 0,
+              "trained BPE: 256 bytes + 43 merges + EOT 299");
+        tok_check_round_trips(&bpe, "BPE-300");
+        unsigned char* text = tok_slurp(TOK_CASES "/tinyshakespeare_head.txt", &n);
+        int* ids;
+        size_t m = text ? tokenizer_encode_bytes(&bpe, text, n, &ids) : 0;
+        check(text && m < n * 3 / 4, "trained BPE compresses its training text: %zu bytes -> %zu tokens", n, m);
+        if (text) free(ids);
+        free(text);
+        // through the command-line tool, with bytes that are not UTF-8
+        snprintf(path2, sizeof(path2), "%s/binary.txt", dir);
+        tok_spit(path2, TOK_TRICKY[TOK_N_TRICKY - 2].s, TOK_TRICKY[TOK_N_TRICKY - 2].n);
+        int rc = tok_run(log, "./data/tokenize '%s' encode < '%s' | ./data/tokenize '%s' decode | cmp - '%s'", path,
+                         path2, path, path2);
+        check(rc == 0, "data/tokenize: round trip of invalid UTF-8 through the trained BPE (exit %d)", rc);
+        tokenizer_free(&bpe);
+    }
+
+    // what a writer refuses: tokenizer_check, the validation that tokenizer_load and _write share
+    Tokenizer t;
+    tokenizer_init_bytes(&t);
+    check(tokenizer_check(&t) == NULL, "tokenizer_check accepts the byte tokenizer");
+    unsigned char long_token[300];
+    memset(long_token, 'x', sizeof(long_token));
+    tokenizer_set_token(&t, 7, long_token, 300);
+    const char* msg = tokenizer_check(&t);
+    check(msg && strstr(msg, "token 7 is 300 bytes long"), "tokenizer_check refuses a 300-byte token: %s", msg ? msg : "(accepted)");
+    tokenizer_free(&t);
+
+    // corrupt files: each must stop ./data/tokenize with a non-zero exit and a clear message
+    snprintf(path, sizeof(path), "%s/bytes.bin", dir);
+    snprintf(path2, sizeof(path2), "%s/bpe300.bin", dir);
+    int32_t v;
+    size_t size = 0;
+    unsigned char* bpe_file = tok_slurp(path2, &size);
+    long merges_at = (long)size - 43 * 12; // the first merge of the trained BPE
+    free(bpe_file);
+    tok_check_rejects(dir, path, "truncated header", 500, 0, NULL, 0, "too short to be a tokenizer file");
+    tok_check_rejects(dir, path, "truncated tokens", 1024 + 300, 0, NULL, 0, "is truncated");
+    tok_check_rejects(dir, path2, "truncated merges", (long)size - 6, 0, NULL, 0, "truncated");
+    v = 12345;
+    tok_check_rejects(dir, path, "wrong magic", -1, 0, &v, 4, "is not a tokenizer file: magic 12345");
+    v = 2;
+    tok_check_rejects(dir, path, "wrong version", -1, 4, &v, 4, "tokenizer file version 2, this program reads version 1");
+    v = 7;
+    tok_check_rejects(dir, path, "unknown kind", -1, 8, &v, 4, "unknown tokenizer kind 7");
+    v = 400;
+    tok_check_rejects(dir, path2, "merge id out of range", -1, merges_at, &v, 4, "has a token id outside [0, 300)");
+    v = 298; // the last merge's token, used by the first merge
+    tok_check_rejects(dir, path2, "merge order", -1, merges_at, &v, 4, "uses a token that no earlier merge makes");
+    v = 0; // the byte 0x00 as the right token of the first merge
+    tok_check_rejects(dir, path2, "merge bytes", -1, merges_at + 4, &v, 4, "is not the bytes of token");
+    unsigned char len = 200; // the last byte token claims 200 bytes
+    tok_check_rejects(dir, path, "token length overflow", -1, 1024 + 2 * 255, &len, 1,
+                      "token 255 says it has 200 bytes, but the file has room for 1");
+    len = 0;
+    tok_check_rejects(dir, path, "token length 0", -1, 1024 + 2 * 9, &len, 1, "token 9 has length 0");
+    tok_check_rejects(dir, path, "trailing bytes", 1024 + 512 + 3, 0, NULL, 0, "3 bytes follow the 256 tokens");
+    if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", dir); // kept for a look when a check failed
+    else printf("      tokenizer test files kept in %s\n", dir);
+}
+
 int main(int argc, char** argv) {
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
     char pattern[PATH_CAP];
@@ -748,6 +1139,8 @@ int main(int argc, char** argv) {
 
     printf("== 6. resume\n");
     test_resume(dir);
+
+    test_tokenizers();
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -1,33 +1,45 @@
 /*
- * data/prepare.c — Tiny Shakespeare as byte-level token shards in llm.c's format, plus the byte
- * tokenizer file.
+ * data/prepare.c — Tiny Shakespeare as token shards in llm.c's format, with one of three tokenizers.
  *
- *   ./data/prepare [input.txt]
+ *   ./data/prepare [-t bytes|gpt2|TOKENIZER] [input.txt]
  *
  * The text comes from, in order: the argument, the TINYSHAKESPEARE environment variable, an existing
  * data/tinyshakespeare/input.txt, or a download from the public char-rnn URL (curl or wget).
- * Writes, from the repository root:
- *   data/tokenizer_bytes.bin                          256 tokens, one per byte, no EOT
- *   data/tinyshakespeare/tiny_shakespeare_val.bin     the first 10% of the bytes
- *   data/tinyshakespeare/tiny_shakespeare_train.bin   the other 90%
- * (validation first, as llm.c splits Tiny Shakespeare).
+ * Writes, from the repository root (validation first, as llm.c splits Tiny Shakespeare):
+ *
+ *   -t bytes (default)  data/tokenizer_bytes.bin (256 tokens, one per byte, no EOT) and
+ *                       data/tinyshakespeare/tiny_shakespeare_{val,train}.bin: the first 10% of the
+ *                       bytes are validation, the other 90% training
+ *   -t gpt2             data/tinyshakespeare/tiny_shakespeare_gpt2_{val,train}.bin with the tokenizer
+ *                       data/tokenizer_gpt2.bin (make data/tokenizer_gpt2.bin), as llm.c's
+ *                       dev/data/tinyshakespeare.py does: every "\n\n"-separated section is a
+ *                       document, preceded by EOT and keeping its "\n\n"; the first 32,768 tokens are
+ *                       validation. Tiny Shakespeare gives 305,260 training tokens (checked).
+ *   -t TOKENIZER        a BPE tokenizer file (e.g. from data/train_bpe): the same documents, the first
+ *                       10% of the tokens are validation; tiny_shakespeare_bpe<V>_{val,train}.bin
+ * Shards hold uint16 ids, so a tokenizer of more than 65,536 tokens is refused.
  */
 #include "../model.h"
+#include <time.h>
 
 #define URL "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 #define DIR "data/tinyshakespeare"
 #define DOWNLOADED DIR "/input.txt"
+#define GPT2_TOKENIZER "data/tokenizer_gpt2.bin"
+#define TINY_SHAKESPEARE_BYTES 1115394
+#define LLMC_GPT2_VAL 32768       // llm.c's validation split, in tokens
+#define LLMC_GPT2_TRAIN 305260    // what that leaves for training
 
 static int file_exists(const char* p) { struct stat st; return stat(p, &st) == 0; }
 
-int main(int argc, char** argv) {
-    if (argc > 2 || (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))) {
-        printf("usage: %s [input.txt]   (or TINYSHAKESPEARE=path; default: download)\n", argv[0]);
-        return argc == 2 ? 0 : 1;
-    }
-    mkdir("data", 0755);
-    mkdir(DIR, 0755);
-    const char* src = argc == 2 ? argv[1] : getenv("TINYSHAKESPEARE");
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Reads the whole text, downloading Tiny Shakespeare first when no path is given and none is here.
+static unsigned char* read_text(const char* src, size_t* n) {
     if (!src || !*src) {
         src = DOWNLOADED;
         if (!file_exists(src)) {
@@ -41,22 +53,116 @@ int main(int argc, char** argv) {
         }
     }
     FILE* f = fopen_check(src, "rb");
-    int64_t n = file_size(f);
-    if (n < 1024) fail("'%s' has %lld bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, (long long)n);
-    unsigned char* text = (unsigned char*)malloc_check(n);
-    fread_check(text, 1, n, f, src);
+    int64_t size = file_size(f);
+    if (size < 1024) fail("'%s' has %lld bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, (long long)size);
+    unsigned char* text = (unsigned char*)malloc_check(size);
+    fread_check(text, 1, size, f, src);
     fclose(f);
-    if (n != 1115394) fprintf(stderr, "warning: '%s' has %lld bytes; Tiny Shakespeare has 1,115,394\n", src, (long long)n);
+    if (size != TINY_SHAKESPEARE_BYTES)
+        fprintf(stderr, "warning: '%s' has %lld bytes; Tiny Shakespeare has 1,115,394\n", src, (long long)size);
+    *n = (size_t)size;
+    return text;
+}
 
+// The byte-level shards (the default, unchanged since the first version).
+static void prepare_bytes(const char* src, const unsigned char* text, size_t n) {
     uint16_t* tokens = (uint16_t*)malloc_check(n * sizeof(uint16_t));
-    for (int64_t i = 0; i < n; i++) tokens[i] = text[i];
-    size_t n_val = (size_t)n / 10;
+    for (size_t i = 0; i < n; i++) tokens[i] = text[i];
+    size_t n_val = n / 10;
     tokenizer_write_bytes("data/tokenizer_bytes.bin");
     shard_write(DIR "/tiny_shakespeare_val.bin", tokens, n_val);
     shard_write(DIR "/tiny_shakespeare_train.bin", tokens + n_val, n - n_val);
-    printf("%s: %lld bytes -> %zu val + %zu train tokens (byte level), tokenizer data/tokenizer_bytes.bin\n", src,
-           (long long)n, n_val, (size_t)n - n_val);
-    free(text);
+    printf("%s: %zu bytes -> %zu val + %zu train tokens (byte level), tokenizer data/tokenizer_bytes.bin\n", src, n,
+           n_val, n - n_val);
     free(tokens);
+}
+
+// llm.c's documents: text.split("\n\n"), each section preceded by EOT (when the tokenizer has one)
+// and encoded with its "\n\n" (but the last). Returns the token count; *out is malloc'd.
+static size_t encode_documents(const Tokenizer* t, const unsigned char* text, size_t n, uint16_t** out) {
+    uint16_t* tokens = (uint16_t*)malloc_check((2 * n + 1) * sizeof(uint16_t)); // <= one EOT and one token per byte
+    size_t m = 0;
+    for (size_t pos = 0;;) {
+        size_t end = pos; // the section with its "\n\n" is text[pos, end)
+        while (end + 1 < n && !(text[end] == '\n' && text[end + 1] == '\n')) end++;
+        int last = end + 1 >= n; // no "\n\n" left: the rest of the text is the last section
+        end = last ? n : end + 2;
+        if (t->eot_id >= 0) tokens[m++] = (uint16_t)t->eot_id;
+        int* ids;
+        size_t k = tokenizer_encode_bytes(t, text + pos, end - pos, &ids);
+        for (size_t i = 0; i < k; i++) tokens[m++] = (uint16_t)ids[i];
+        free(ids);
+        if (last) break;
+        pos = end;
+    }
+    *out = tokens;
+    return m;
+}
+
+int main(int argc, char** argv) {
+    const char *tok_arg = "bytes", *src = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: %s [-t bytes|gpt2|TOKENIZER] [input.txt]   (or TINYSHAKESPEARE=path; default: download)\n"
+                   "  -t, --tokenizer   bytes (default), gpt2 (data/tokenizer_gpt2.bin), or a BPE tokenizer file\n",
+                   argv[0]);
+            return 0;
+        } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tokenizer") == 0) {
+            if (++i >= argc) fail("%s needs a value: bytes, gpt2 or a tokenizer file", argv[i - 1]);
+            tok_arg = argv[i];
+        } else if (argv[i][0] == '-' || src) {
+            fail("unexpected argument '%s' (usage: %s [-t bytes|gpt2|TOKENIZER] [input.txt])", argv[i], argv[0]);
+        } else {
+            src = argv[i];
+        }
+    }
+    if (!src) src = getenv("TINYSHAKESPEARE");
+    mkdir("data", 0755);
+    mkdir(DIR, 0755);
+    size_t n;
+    unsigned char* text = read_text(src, &n);
+    if (!src || !*src) src = DOWNLOADED;
+    if (strcmp(tok_arg, "bytes") == 0) {
+        prepare_bytes(src, text, n);
+        free(text);
+        return 0;
+    }
+
+    int gpt2 = strcmp(tok_arg, "gpt2") == 0;
+    const char* tok_path = gpt2 ? GPT2_TOKENIZER : tok_arg;
+    if (gpt2 && !file_exists(tok_path))
+        fail("'%s' does not exist: build it first with make data/tokenizer_gpt2.bin "
+             "(GPT2_DIR=folder with encoder.json and vocab.bpe, else it downloads them)", tok_path);
+    Tokenizer t;
+    tokenizer_load(&t, tok_path);
+    if (t.kind != TOKENIZER_BPE) fail("'%s' is a byte tokenizer: use -t bytes", tok_path);
+    if (t.vocab_size > 65536)
+        fail("'%s' has %d tokens: shards store uint16 ids, so at most 65,536 tokens (ids up to 65,535)", tok_path,
+             t.vocab_size);
+    char name[64];
+    if (gpt2) snprintf(name, sizeof(name), "gpt2");
+    else snprintf(name, sizeof(name), "bpe%d", t.vocab_size);
+
+    double t0 = now_s();
+    uint16_t* tokens;
+    size_t m = encode_documents(&t, text, n, &tokens);
+    double seconds = now_s() - t0;
+    size_t n_val = gpt2 ? LLMC_GPT2_VAL : m / 10;
+    if (n_val >= m) fail("'%s' gives only %zu tokens, not enough for a validation split of %zu", src, m, n_val);
+    if (gpt2 && n == TINY_SHAKESPEARE_BYTES && m - n_val != LLMC_GPT2_TRAIN)
+        fail("GPT-2 tokens of Tiny Shakespeare: %zu training tokens, llm.c has %d: the encoder is wrong", m - n_val,
+             LLMC_GPT2_TRAIN);
+    char val_path[PATH_CAP], train_path[PATH_CAP];
+    snprintf(val_path, sizeof(val_path), DIR "/tiny_shakespeare_%s_val.bin", name);
+    snprintf(train_path, sizeof(train_path), DIR "/tiny_shakespeare_%s_train.bin", name);
+    shard_write(val_path, tokens, n_val);
+    shard_write(train_path, tokens + n_val, m - n_val);
+    printf("%s: %zu bytes -> %zu tokens (%.2f bytes/token, encoded in %.3f s) with %s\n", src, n, m, (double)n / m,
+           seconds, tok_path);
+    printf("%zu val tokens -> %s\n%zu train tokens -> %s%s\n", n_val, val_path, m - n_val, train_path,
+           gpt2 && n == TINY_SHAKESPEARE_BYTES ? " (= llm.c's 305,260)" : "");
+    tokenizer_free(&t);
+    free(tokens);
+    free(text);
     return 0;
 }

@@ -18,6 +18,7 @@
  * Exits non-zero if any relative RMS error exceeds 1e-5 or if results differ
  * between thread counts.
  */
+#define _POSIX_C_SOURCE 199309L   /* clock_gettime */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -17,42 +17,48 @@
  *     backward  dinp    += dout   @ W     A=dout  (N,OC)  B=W   (OC,C)   K=OC
  *     backward  dweight += dout^T @ inp   A=dout^T(OC,N)  B=inp (N,C)    K=N
  *
- * Blocking.  The micro-kernel computes an MR x NR tile of C in registers:
- * for each k it loads NR/SIMD vectors of B, broadcasts MR values of A and
- * does MR*NR/SIMD FMAs.  Around it (per thread):
+ * Blocking.  The micro-kernel computes an MR x NR tile of C in registers
+ * (6 x 64 floats = 24 zmm accumulators on AVX-512): for each k it loads
+ * NR/SIMD vectors of B, broadcasts MR values of A and does MR*NR/SIMD FMAs.
+ * Around it, per thread:
  *
- *   jc : the thread's columns, in chunks of <= MM_NC
+ *   jc : the thread's columns of C, in chunks of <= MM_NC
  *   pc : K in blocks of <= MM_KC
- *        -> pack B(pc block, jc chunk) into strips of NR columns, each stored
- *           k-major (strip[k*NR + j]), zero-padded on the right.  The chunk
- *           (kc x nc floats) stays in L2 while all row panels sweep over it.
+ *        -> B(pc block, jc chunk) is packed into strips of NR columns, each
+ *           k-major (strip[k*NR + j]) and zero-padded on the right; the
+ *           packed chunk (kc x nc floats, <= 512 KiB) stays in L2 while all
+ *           of the thread's row panels sweep over it.  When B has contiguous
+ *           rows and will be reused by only a few row panels (dweight with
+ *           small OC), it is read in place instead (packing would cost as
+ *           much as the arithmetic).
  *   p  : the thread's row panels of MR rows
- *        -> the A panel (MR x kc) is read in place when A is row-major
- *           (forward, dinp: no packing), or copied into a small k-major
- *           buffer (dweight, where A = dout^T; and ragged last panels).
- *           It stays in L1 while the kernel runs over all strips of the chunk.
- *   s  : strips of the chunk -> micro-kernel, then the tile is written to C.
+ *        -> the A panel (MR x kc) is read in place, whether A is row-major
+ *           (forward, dinp) or column-major (dweight: A = dout^T); only a
+ *           ragged last panel is copied (zero-padded).  The panel stays in
+ *           L1 while the kernel runs over all strips of the chunk.
+ *   j  : strips of the chunk -> micro-kernel into a small tile buffer, then
+ *        mm_store() writes/accumulates the valid part into C (+ bias).
  *
  * Column remainders: full NR-wide strips use the "wide" kernel; the columns
- * left over at the right edge use a "narrow" kernel of one SIMD vector width
+ * left over at the right edge use a "narrow" kernel one SIMD vector wide
  * (MM_NR2), so e.g. OC=16 wastes nothing.  Row remainders are zero-padded.
  * Any M, Nc, K >= 1 work.
  *
  * Threading.  One parallel region per GEMM with NO barriers inside: the
- * output is split into a tr x tc grid of (row panels x column strips), one
+ * output is split into a tr x tc grid of (row panels x column slots), one
  * block per thread, and every thread packs the data it needs itself.  This
  * keeps small GEMMs cheap and degrades gracefully when cores are shared.
  *
  * Determinism.  Each element of C is summed in a fixed order (k ascending
- * within a K block, K blocks ascending); block sizes never depend on the
- * thread count, so results are bitwise identical for any OMP_NUM_THREADS
- * and for builds without OpenMP.
+ * within a K block, K blocks ascending, block size a function of K only);
+ * which kernel handles a column depends only on Nc.  So results are
+ * bitwise identical for any OMP_NUM_THREADS and for builds without OpenMP.
  *
  * Scratch memory.  Each thread needs MM_KC*MM_NC + MM_MR*MM_KC floats
- * (~1 MiB).  It is allocated once (grown if the thread count grows) and
- * released at exit, so nothing is allocated per call.  Consequently these
- * functions are not re-entrant: do not call them from several threads at
- * the same time.
+ * (~0.5 MiB).  It is malloc'ed on the first call (re-allocated only if the
+ * thread count grows) and freed at exit: nothing is allocated per call.
+ * Consequently these functions are not re-entrant: do not call them from
+ * several threads at the same time.
  */
 #ifndef MATMUL_H
 #define MATMUL_H
@@ -68,7 +74,7 @@
 /* ------------------------------------------------------------------------ */
 /* Tuning.  MR x NR is the register tile of the wide kernel:                */
 /*   MR*NR/SIMD accumulators + NR/SIMD B vectors + 1 broadcast <= #vregs.   */
-/* MM_NR2 (narrow kernel width, used for ragged right edges) = SIMD width.  */
+/* MM_NR2 (narrow kernel width, for the ragged right edge) = SIMD width.    */
 /* All of these can be overridden with -D.                                  */
 #ifndef MM_MR
 #if defined(__AVX512F__)            /* 32 x 512-bit regs: 24 acc + 4 B      */
@@ -98,8 +104,8 @@
 #ifndef MM_NC
 #define MM_NC 512                   /* max columns of B packed at a time    */
 #endif
-#ifndef MM_PACK_COLA
-#define MM_PACK_COLA 0              /* 1: always copy column-major A panels */
+#ifndef MM_DIRECT_B_PANELS
+#define MM_DIRECT_B_PANELS 8        /* see direct_b in mm_gemm()            */
 #endif
 #define MM_NCS ((MM_NC + MM_NR - 1) / MM_NR)   /* NR-strips per chunk        */
 
@@ -138,20 +144,20 @@
 /* Micro-kernel                                                             */
 
 /* tile (MR,NR) = A (MR,kc) @ Bstrip (kc,NR), with A(i,k) at a[i*rsa + k*csa]
- * and the B strip k-major (b[k*NR + j]).  acc[][] has only compile-time
- * indices, so it lives entirely in vector registers: the j loop becomes
- * NR/SIMD vector FMAs and the i loop is unrolled.  Always inlined into the
+ * and B(k,j) at b[k*ldb + j] (ldb = NR for a packed strip).  acc[][] has
+ * only compile-time indices, so it lives entirely in vector registers: the
+ * j loop becomes NR/SIMD vector FMAs and the i loop is unrolled.  Always inlined into the
  * wrappers below, which fix rsa or csa to 1 (A row- or column-major). */
 static inline MM_KERNEL_ATTR
 void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
-                    const float* restrict b, float* restrict tile) {
+                    const float* restrict b, ptrdiff_t ldb, float* restrict tile) {
     float acc[MM_MR][MM_NR];
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
         for (int j = 0; j < MM_NR; j++) acc[i][j] = 0.0f;
     }
     for (int k = 0; k < kc; k++) {
-        const float* bk = b + (ptrdiff_t)k * MM_NR;
+        const float* bk = b + k * ldb;
         for (int i = 0; i < MM_MR; i++) {
             const float aik = a[i * rsa + k * csa];
             MM_JLOOP
@@ -170,7 +176,7 @@ void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t cs
  * summed into two separate accumulator sets (fixed order: deterministic). */
 static inline MM_KERNEL_ATTR
 void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
-                      const float* restrict b, float* restrict tile) {
+                      const float* restrict b, ptrdiff_t ldb, float* restrict tile) {
     float acc0[MM_MR][MM_NR2], acc1[MM_MR][MM_NR2];
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
@@ -178,8 +184,8 @@ void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t 
     }
     int k = 0;
     for (; k + 1 < kc; k += 2) {
-        const float* b0 = b + (ptrdiff_t)k * MM_NR2;
-        const float* b1 = b0 + MM_NR2;
+        const float* b0 = b + k * ldb;
+        const float* b1 = b0 + ldb;
         for (int i = 0; i < MM_MR; i++) {
             const float a0 = a[i * rsa + k * csa], a1 = a[i * rsa + (k + 1) * csa];
             MM_JLOOP
@@ -190,7 +196,7 @@ void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t 
         }
     }
     if (k < kc) {                                   /* odd kc: last k */
-        const float* b0 = b + (ptrdiff_t)k * MM_NR2;
+        const float* b0 = b + k * ldb;
         for (int i = 0; i < MM_MR; i++) {
             const float a0 = a[i * rsa + k * csa];
             MM_JLOOP
@@ -205,14 +211,18 @@ void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t 
 
 /* The four instantiations: wide/narrow strip x A row-major/column-major.
  * (Kept out of line so each is register-allocated on its own.) */
-static MM_NOINLINE void mm_kernel_wide_rowA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
-{ mm_kernel_wide(kc, a, lda, 1, b, t); }
-static MM_NOINLINE void mm_kernel_wide_colA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
-{ mm_kernel_wide(kc, a, 1, lda, b, t); }
-static MM_NOINLINE void mm_kernel_narrow_rowA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
-{ mm_kernel_narrow(kc, a, lda, 1, b, t); }
-static MM_NOINLINE void mm_kernel_narrow_colA(int kc, const float* a, ptrdiff_t lda, const float* b, float* t)
-{ mm_kernel_narrow(kc, a, 1, lda, b, t); }
+static MM_NOINLINE void mm_kernel_wide_rowA(int kc, const float* a, ptrdiff_t lda,
+                                            const float* b, ptrdiff_t ldb, float* t)
+{ mm_kernel_wide(kc, a, lda, 1, b, ldb, t); }
+static MM_NOINLINE void mm_kernel_wide_colA(int kc, const float* a, ptrdiff_t lda,
+                                            const float* b, ptrdiff_t ldb, float* t)
+{ mm_kernel_wide(kc, a, 1, lda, b, ldb, t); }
+static MM_NOINLINE void mm_kernel_narrow_rowA(int kc, const float* a, ptrdiff_t lda,
+                                              const float* b, ptrdiff_t ldb, float* t)
+{ mm_kernel_narrow(kc, a, lda, 1, b, ldb, t); }
+static MM_NOINLINE void mm_kernel_narrow_colA(int kc, const float* a, ptrdiff_t lda,
+                                              const float* b, ptrdiff_t ldb, float* t)
+{ mm_kernel_narrow(kc, a, 1, lda, b, ldb, t); }
 
 /* Write the valid (mr,nr) corner of a tile (row stride tstride) into C.
  * accumulate: C += tile, else C = tile + bias[j] (bias may be NULL). */
@@ -316,6 +326,28 @@ static float* mm_scratch(int nthreads) {
 /* ------------------------------------------------------------------------ */
 /* GEMM driver                                                              */
 
+/* Split the output's (row panels x column slots) grid over tr x tc = nth
+ * threads.  Estimated cost per thread (per unit of K): its tile area, plus
+ * packing its B columns, plus streaming its A rows once per column chunk
+ * (splitting columns makes every thread read all of A).  Only affects who
+ * computes what, never the result. */
+static void mm_thread_grid(int nth, int npanels, int nslots, int a_rowmajor,
+                           int* tr, int* tc) {
+    /* column-major A (dweight) is read with a large stride: expensive */
+    const double a_cost = a_rowmajor ? 1.0 : 16.0;
+    double best = -1;
+    *tr = nth; *tc = 1;
+    for (int c = 1; c <= nth; c++) {
+        if (nth % c) continue;
+        const int r = nth / c;
+        const double rows = (double)MM_CEIL_DIV(npanels, r) * MM_MR;
+        const double cols = (double)MM_CEIL_DIV(nslots, c) * MM_NR;
+        const double chunks = (double)MM_CEIL_DIV(MM_CEIL_DIV(nslots, c), MM_NCS);
+        const double cost = rows * cols + 8.0 * cols + a_cost * rows * chunks;
+        if (best < 0 || cost < best) { best = cost; *tr = r; *tc = c; }
+    }
+}
+
 /* C (M,Nc) (+)= A (M,K) @ B (K,Nc).  A(i,k) at A[i*rsa + k*csa], B(k,j) at
  * B[k*rsb + j*csb], C(i,j) at C[i*ldc + j].  accumulate != 0: C += A@B;
  * otherwise C = A@B + bias (bias has Nc entries, or is NULL). */
@@ -323,6 +355,13 @@ static void mm_gemm(int M, int Nc, int K,
                     const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                     const float* B, ptrdiff_t rsb, ptrdiff_t csb,
                     float* C, ptrdiff_t ldc, int accumulate, const float* bias) {
+    if (M <= 0 || Nc <= 0) return;
+    if (K <= 0) {                       /* empty sum: C = bias (or 0), or no-op */
+        if (!accumulate)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < Nc; j++) C[i * ldc + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
     /* K blocks of equal size <= MM_KC (depends only on K: determinism) */
     const int nkb = MM_CEIL_DIV(K, MM_KC);
     const int kcb = MM_CEIL_DIV(K, nkb);
@@ -333,37 +372,21 @@ static void mm_gemm(int M, int Nc, int K,
     int nth = 1;
 #ifdef _OPENMP
     nth = omp_get_max_threads();
-    /* small problems: fewer threads (each thread should get a few tiles) */
-    if ((long)npanels * nslots < 4L * nth) nth = (int)MM_MIN((long)nth, (long)npanels * nslots);
-    if (nth < 1) nth = 1;
+    if ((long)npanels * nslots < nth) nth = npanels * nslots;   /* tiny GEMM */
 #endif
-    /* Split the (panels x slots) grid over tr x tc threads.  Estimated cost
-     * per thread, per unit of K: its tile area, plus packing its B columns,
-     * plus reading (row-major A) or packing (column-major A) its A rows once
-     * per column chunk. */
-    int tr = nth, tc = 1;
-    {
-        double best = -1;
-        for (int c = 1; c <= nth; c++) {
-            if (nth % c) continue;
-            const int r = nth / c;
-            const double rows = (double)MM_CEIL_DIV(npanels, r) * MM_MR;
-            const double cols = (double)MM_CEIL_DIV(nslots, c) * MM_NR;
-            const double chunks = MM_CEIL_DIV(cols, MM_NCS * MM_NR);
-            const double cost = rows * cols + 8.0 * cols + (a_rowmajor ? 1.0 : 8.0) * rows * chunks;
-            if (best < 0 || cost < best) { best = cost; tr = r; tc = c; }
-        }
-    }
     float* scratch = mm_scratch(nth);
 
-    #pragma omp parallel num_threads(nth)
+    #pragma omp parallel num_threads(nth) if (nth > 1)
     {
-        int tid = 0;
+        int tid = 0, team = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
+        team = omp_get_num_threads();   /* may be < nth (e.g. nested call) */
 #endif
+        int tr, tc;
+        mm_thread_grid(team, npanels, nslots, a_rowmajor, &tr, &tc);
         float* bpack = scratch + (size_t)tid * MM_THREAD_SCRATCH;   /* KC x NC  */
-        float* apack = bpack + MM_KC * MM_NCS * MM_NR;             /* MR x KC  */
+        float* apanel = bpack + MM_KC * MM_NCS * MM_NR;            /* MR x KC  */
         float tile[MM_MR * MM_NR];
 
         /* this thread's block of the output: panels [p0,p1), columns [c0,c1) */
@@ -371,20 +394,28 @@ static void mm_gemm(int M, int Nc, int K,
         const int p0 = (int)((long)npanels * ti / tr), p1 = (int)((long)npanels * (ti + 1) / tr);
         const int c0 = (int)((long)nslots * tj / tc) * MM_NR;
         const int c1 = MM_MIN(Nc, (int)((long)nslots * (tj + 1) / tc) * MM_NR);
+        /* B with contiguous rows and little reuse (few row panels per
+         * thread, e.g. dweight with small OC) is read in place instead of
+         * being packed: packing would cost about as much as using it. */
+        const int direct_b = (csb == 1) && (p1 - p0) <= MM_DIRECT_B_PANELS;
 
         for (int jc = c0; jc < c1 && p0 < p1; jc += MM_NCS * MM_NR) {
             const int nc = MM_MIN(MM_NCS * MM_NR, c1 - jc);
+            /* column layout of the chunk: wide strips, then narrow strips;
+             * the last narrow strip may be ragged (columns [jr, nc)) */
+            const int jw = nc / MM_NR * MM_NR;
+            const int jr = jw + (nc - jw) / MM_NR2 * MM_NR2;
             for (int pc = 0; pc < K; pc += kcb) {
                 const int kc = MM_MIN(kcb, K - pc);
                 /* first K block overwrites C (adding bias), later ones add */
                 const int acc_mode = accumulate || pc > 0;
                 const float* bias_chunk = (acc_mode || !bias) ? NULL : bias + jc;
-
-                const float* bp = B + pc * rsb + jc * csb;
-                if (!(csb == 1 && rsb == nc && (nc == MM_NR || nc == MM_NR2))) {
-                    mm_pack_b_chunk(bpack, bp, rsb, csb, kc, nc);
-                    bp = bpack;
-                }   /* else: B is a single strip already in packed layout */
+                const float* bblk = B + pc * rsb + jc * csb;
+                if (!direct_b) {
+                    mm_pack_b_chunk(bpack, bblk, rsb, csb, kc, nc);
+                } else if (jr < nc) {    /* only the ragged strip needs padding */
+                    mm_pack_b(bpack, MM_NR2, bblk + jr, rsb, 1, kc, nc - jr);
+                }
 
                 for (int p = p0; p < p1; p++) {
                     const int i0 = p * MM_MR, mr = MM_MIN(MM_MR, M - i0);
@@ -392,23 +423,29 @@ static void mm_gemm(int M, int Nc, int K,
                     float* c = C + i0 * ldc + jc;
                     int rowA = a_rowmajor;
                     ptrdiff_t lda = a_rowmajor ? rsa : csa;
-                    if (mr < MM_MR || (!a_rowmajor && (rsa != 1 || MM_PACK_COLA))) {
-                        /* ragged panel or awkward strides: copy it */
-                        lda = mm_pack_a(apack, a, rsa, csa, mr, kc);
-                        a = apack;
+                    if (mr < MM_MR || (!a_rowmajor && rsa != 1)) {
+                        /* ragged last panel (or odd strides): zero-padded copy */
+                        lda = mm_pack_a(apanel, a, rsa, csa, mr, kc);
+                        rowA = (csa == 1);
+                        a = apanel;
                     }
-                    int j = 0;
-                    for (; j + MM_NR <= nc; j += MM_NR) {        /* wide strips   */
-                        const float* bs = bp + (ptrdiff_t)j * kc;
-                        if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, tile);
-                        else      mm_kernel_wide_colA(kc, a, lda, bs, tile);
+                    for (int j = 0; j < jw; j += MM_NR) {            /* wide strips */
+                        const float* bs = direct_b ? bblk + j : bpack + (ptrdiff_t)j * kc;
+                        const ptrdiff_t ldb = direct_b ? rsb : MM_NR;
+                        if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, ldb, tile);
+                        else      mm_kernel_wide_colA(kc, a, lda, bs, ldb, tile);
                         mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode,
                                  bias_chunk ? bias_chunk + j : NULL);
                     }
-                    for (; j < nc; j += MM_NR2) {                /* narrow strips */
-                        const float* bs = bp + (ptrdiff_t)j * kc;
-                        if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, tile);
-                        else      mm_kernel_narrow_colA(kc, a, lda, bs, tile);
+                    for (int j = jw; j < nc; j += MM_NR2) {          /* narrow strips */
+                        const float* bs = bpack + (ptrdiff_t)j * kc;
+                        ptrdiff_t ldb = MM_NR2;
+                        if (direct_b) {
+                            bs = j < jr ? bblk + j : bpack;
+                            ldb = j < jr ? rsb : MM_NR2;
+                        }
+                        if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, ldb, tile);
+                        else      mm_kernel_narrow_colA(kc, a, lda, bs, ldb, tile);
                         mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode,
                                  bias_chunk ? bias_chunk + j : NULL);
                     }
