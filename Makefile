@@ -6,7 +6,7 @@
 #   NO_OMP=1        build without OpenMP
 CC ?= cc
 CFLAGS ?= -O3 -march=native
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -Wno-missing-field-initializers -Wno-format-truncation
 LDLIBS = -lm
 
 # OpenMP: gcc/clang with -fopenmp where it links; macOS clang needs Homebrew's libomp

@@ -5,7 +5,7 @@
  *   the config and layer pattern ...... Config, mixer names, pattern parsing
  *   the canonical parameter table ..... param_table(): every tensor's name, shape and order
  *   checkpoint files .................. model file (config + parameters), optimizer-state file
- *   tokenizer ......................... file format, load, decode (byte level for now)
+ *   tokenizer ......................... file format, load, GPT-2 pre-tokenizer, byte-level BPE encode/decode
  *   token shards + data loader ........ llm.c's shard format, glob of shard files
  *   command-line flags ................ one table per program: parsing, validation, -h
  *   random numbers .................... xorshift64*, uniform and normal draws

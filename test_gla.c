@@ -662,7 +662,7 @@ static void write_tiny_data(const char* dir) {
 }
 
 // the "step N/M | loss ..." lines of a log file, without their timings
-static int read_losses(const char* path, char lines[][64], int max) {
+static int read_losses(const char* path, char lines[][128], int max) {
     FILE* f = fopen(path, "r");
     if (!f) return 0;
     char buf[512];
@@ -671,7 +671,7 @@ static int read_losses(const char* path, char lines[][64], int max) {
         char* bar = strstr(buf, " | lr");
         if (strncmp(buf, "step", 4) == 0 && strstr(buf, "| loss") && bar) {
             *bar = 0;
-            snprintf(lines[n++], 64, "%s", buf);
+            snprintf(lines[n++], 128, "%.120s", buf);
         }
     }
     fclose(f);
@@ -692,7 +692,7 @@ static void test_resume(const char* dir) {
     snprintf(cmd, sizeof(cmd), "%s -o %s/part -k 4 -r 1 > %s/part2.log 2>&1", flags, dir, dir);
     int rc3 = system(cmd);
     check(rc1 == 0 && rc2 == 0 && rc3 == 0, "resume: the three training runs exit 0 (logs in %s)", dir);
-    char full[16][64], part1[16][64], part2[16][64];
+    char full[16][128], part1[16][128], part2[16][128];
     snprintf(log, sizeof(log), "%s/full.log", dir);
     int nf = read_losses(log, full, 16);
     snprintf(log, sizeof(log), "%s/part1.log", dir);
@@ -702,6 +702,17 @@ static void test_resume(const char* dir) {
     int same = nf == 8 && n1 == 4 && n2 == 4;
     for (int i = 0; same && i < 4; i++) same = strcmp(full[i], part1[i]) == 0 && strcmp(full[4 + i], part2[i]) == 0;
     check(same, "resume: losses of steps 5..8 after resuming at 4 equal the uninterrupted run (%d+%d of %d lines)", n1, n2, nf);
+    // bit identity: the step-8 checkpoints (parameters, AdamW moments, data position) are equal byte for byte
+    const char* kinds[2] = {"model", "state"};
+    for (int i = 0; i < 2; i++) {
+        char a[PATH_CAP], b[PATH_CAP], sub[PATH_CAP];
+        snprintf(sub, sizeof(sub), "%s/full", dir);
+        ckpt_path(a, sizeof(a), sub, kinds[i], 8);
+        snprintf(sub, sizeof(sub), "%s/part", dir);
+        ckpt_path(b, sizeof(b), sub, kinds[i], 8);
+        snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
+        check(system(cmd) == 0, "resume: %s file of step 8 is bit-identical to the uninterrupted run's", kinds[i]);
+    }
 }
 
 // ----------------------------------------------------------------------------

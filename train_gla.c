@@ -1279,35 +1279,45 @@ int latest_checkpoint(const char* dir) {
 // ----------------------------------------------------------------------------
 // main: the training program
 
-#ifndef TESTING
-
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// mean loss over the first `batches` batches of the validation data
-float evaluate(Model* m, DataLoader* val, int batches) {
+// Mean loss (nats per token) over the first `batches` batches of the validation data, and the same
+// loss in bits per byte of the text those targets encode (comparable across tokenizers).
+float evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok, double* bits_per_byte) {
     loader_seek(val, 0, 0);
-    double total = 0.0;
+    double total = 0.0, bytes = 0.0;
     for (int i = 0; i < batches; i++) {
         loader_next_batch(val);
         model_forward(m, val->inputs, val->targets, val->B, val->T);
-        total += m->loss;
+        total += (double)m->loss * m->n_valid;
+        bytes += tokens_byte_count(tok, val->targets, (size_t)val->B * val->T);
     }
-    return (float)(total / batches);
+    size_t n = (size_t)batches * val->B * val->T;
+    *bits_per_byte = bytes > 0 ? total / bytes / log(2.0) : 0.0;
+    return (float)(total / n);
 }
 
+// Prints the prompt and `n_tokens` sampled continuation tokens (stops early at EOT).
 void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, float temperature, uint64_t* rng) {
+    int* ids = NULL;
+    int plen = tokenizer_encode(tok, prompt, &ids);
+    if (plen == 0) { // an empty prompt starts from EOT where there is one, else from byte/token 0
+        free(ids);
+        ids = (int*)malloc_check(sizeof(int));
+        ids[0] = tok->eot_id >= 0 ? tok->eot_id : 0;
+        plen = 1;
+    }
     DecodeState s;
-    int plen = (int)strlen(prompt);
     decode_init(&s, &m->config, plen + n_tokens + 1);
-    int pos = 0;
     printf("---\n");
-    for (; pos < plen; pos++) { // byte-level tokenizer: each byte is a token
-        decode_step(m, &s, (unsigned char)prompt[pos], pos);
-        tokenizer_print(tok, (unsigned char)prompt[pos], stdout);
+    int pos = 0;
+    for (; pos < plen; pos++) {
+        decode_step(m, &s, ids[pos], pos);
+        if (ids[pos] != tok->eot_id) tokenizer_print(tok, ids[pos], stdout);
     }
     for (int i = 0; i < n_tokens; i++, pos++) {
         int next = sample_token(s.logits, m->config.vocab_size, temperature, rng);
@@ -1318,8 +1328,10 @@ void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, 
     printf("\n---\n");
     fflush(stdout);
     decode_free(&s, &m->config);
+    free(ids);
 }
 
+#ifndef TESTING
 int main(int argc, char** argv) {
     // model
     int d_model = 128, n_layer = 4, gla_heads = 2, attn_heads = 4, attn_kv_heads = 0, mlp_hidden = 0, tie = 1;
@@ -1457,8 +1469,9 @@ int main(int argc, char** argv) {
     for (;; step++) {
         int last = step >= steps || (stop_at > 0 && step >= stop_at) || (max_time > 0 && now_seconds() - t_start > max_time);
         if ((val_every && step % val_every == 0) || last) {
-            float vl = evaluate(&model, &val, val_batches);
-            printf("step %5d | val loss %.4f nats/token\n", step, vl);
+            double bpb;
+            float vl = evaluate(&model, &val, val_batches, &tok, &bpb);
+            printf("step %5d | val loss %.4f nats/token | %.4f bits/byte\n", step, vl, bpb);
         }
         if ((sample_every && step % sample_every == 0 && step > 0) || last) {
             uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
