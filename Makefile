@@ -35,10 +35,10 @@ BPE_VOCAB ?= 2048
 .PHONY: all train test data data-gpt2 data-bpe clean
 all: train_gla test_gla $(DATA_TOOLS)
 
-train_gla: train_gla.c model.h dev/matmul.h
+train_gla: train_gla.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-test_gla: test_gla.c train_gla.c model.h dev/matmul.h
+test_gla: test_gla.c train_gla.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 $(DATA_TOOLS): %: %.c model.h
