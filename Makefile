@@ -44,7 +44,7 @@ test_gla: test_gla.c train_gla.c model.h
 $(DATA_TOOLS): %: %.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-$(DATA) $(TOKENIZER): data/prepare
+$(DATA) $(TOKENIZER): | data/prepare
 	./data/prepare
 
 data: $(DATA)
@@ -61,7 +61,7 @@ data-bpe: data/prepare data/train_bpe $(DATA)
 
 # the main job: about 1M parameters, GLA 3:1 attention, for at most 10 minutes on 2 cores
 train: train_gla $(DATA)
-	./train_gla --max-time 560 --out out/default
+	./train_gla --max-time 570 --out out/default
 
 # the tokenizer tests run the data tools
 test: test_gla $(DATA_TOOLS)
