@@ -44,6 +44,10 @@ test_gla: test_gla.c train_gla.c model.h
 $(DATA_TOOLS): %: %.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
+# time per token of each mixer's forward + backward at T = 512, 2048, 8192 (README table)
+dev/bench_mixers: dev/bench_mixers.c train_gla.c model.h
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
 $(DATA) $(TOKENIZER): | data/prepare
 	./data/prepare
 
@@ -64,8 +68,8 @@ train: train_gla $(DATA)
 	./train_gla --max-time 570 --out out/default
 
 # the tokenizer tests run the data tools
-test: test_gla $(DATA_TOOLS)
+test: test_gla train_gla $(DATA_TOOLS)
 	./test_gla
 
 clean:
-	rm -f train_gla test_gla $(DATA_TOOLS)
+	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers

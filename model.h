@@ -97,6 +97,19 @@ static void atomic_commit(FILE* f, const char* tmp_path, const char* path) {
     if (rename(tmp_path, path) != 0) fail("cannot rename '%s' to '%s': %s", tmp_path, path, strerror(errno));
 }
 
+// mkdir -p: creates dir and its missing parents; fails with the reason if it cannot.
+static void mkdir_p(const char* dir) {
+    char path[PATH_CAP];
+    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) fail("path too long: '%s'", dir);
+    for (char* p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(path, 0755) != 0 && errno != EEXIST) fail("cannot create directory '%s': %s", path, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) fail("cannot create directory '%s': %s", path, strerror(errno));
+}
+
 // Reads a 256-int32 header and checks magic and version.
 static void read_header(int32_t header[256], FILE* f, const char* path, int32_t magic, int32_t version,
                         const char* what) {
@@ -135,8 +148,8 @@ enum { MIXER_ATTN = 0, MIXER_HGRN = 1, MIXER_RETNET = 2, MIXER_GLA = 3, MIXER_HG
        MIXER_DELTANET = 5, MIXER_GATED_DELTANET = 6, NUM_MIXER_IDS = 7 };
 static const char* MIXER_NAMES[NUM_MIXER_IDS] = {"attn", "hgrn", "retnet", "gla", "hgrn2", "deltanet",
                                                  "gated_deltanet"};
-// the mixers this program implements (the other ids are reserved for the remaining linear families)
-static int mixer_supported(int id) { return id == MIXER_ATTN || id == MIXER_GLA; }
+// the mixers this program implements: all seven
+static int mixer_supported(int id) { return id >= 0 && id < NUM_MIXER_IDS; }
 
 #define MAX_LAYERS 64
 
@@ -155,7 +168,34 @@ typedef struct {
     float rope_theta;         // RoPE base (10000)
     float norm_eps;           // every RMSNorm (1e-6)
     int pattern[MAX_LAYERS];  // mixer id per layer
+    // the other linear families (LAYERS.md §3-§6); sizes of mixers absent from the pattern are unused
+    int hgrn_dim;             // HGRN width D (fla: d * expand_ratio 1)
+    int hgrn2_heads;          // HGRN2 heads H: key/forget head dim E = d/H, value head dim d/H
+    int retnet_heads;         // RetNet heads H: K = d/H, V = 2d/H
+    int deltanet_heads;       // DeltaNet heads H: K = V = d/H
+    int gdn_heads;            // Gated DeltaNet heads H
+    int gdn_head_dim;         // Gated DeltaNet key head dim K
+    int gdn_expand_v;         // Gated DeltaNet value head dim V = K * expand_v
+    int conv_size;            // ShortConvolution kernel W_c of DeltaNet / GDN (4)
+    int use_lower_bound;      // 1: HGRN / HGRN2 forget gates get the model-level lower bounds
 } Config;
+
+// HGRN and HGRN2 read the model-level lower bounds (layers > 0)
+static int mixer_uses_lower_bound(int id) { return id == MIXER_HGRN || id == MIXER_HGRN2; }
+
+// whether the model has the `lower_bounds` (L,d) parameter
+static int has_lower_bounds(const Config* c) {
+    if (!c->use_lower_bound) return 0;
+    for (int l = 0; l < c->n_layer; l++)
+        if (mixer_uses_lower_bound(c->pattern[l])) return 1;
+    return 0;
+}
+
+static int uses_mixer(const Config* c, int id) {
+    for (int l = 0; l < c->n_layer; l++)
+        if (c->pattern[l] == id) return 1;
+    return 0;
+}
 
 // fla's SwiGLU sizing: int(d * 4 * 2/3) rounded up to a multiple of 256
 static int default_mlp_hidden(int d) { return ((d * 8 / 3) + 255) / 256 * 256; }
@@ -217,12 +257,6 @@ static const char* parse_pattern(const char* spec, int n_layer, int pattern[MAX_
             return msg;
         }
     }
-    for (int i = 0; i < n_layer; i++)
-        if (!mixer_supported(pattern[i])) {
-            snprintf(msg, sizeof(msg), "mixer '%s' is not implemented yet (this build has: gla, attn)",
-                     MIXER_NAMES[pattern[i]]);
-            return msg;
-        }
     return NULL;
 }
 
@@ -256,6 +290,29 @@ static const char* validate_config(const Config* c) {
     for (int l = 0; l < c->n_layer; l++)
         REQUIRE(c->pattern[l] >= 0 && c->pattern[l] < NUM_MIXER_IDS && mixer_supported(c->pattern[l]),
                 "layer %d has unknown or unsupported mixer id %d", l, c->pattern[l]);
+    REQUIRE(c->use_lower_bound == 0 || c->use_lower_bound == 1, "use_lower_bound %d is not 0 or 1", c->use_lower_bound);
+    // the sizes of the other linear families, checked where the pattern uses them
+    int d = c->d_model;
+    if (uses_mixer(c, MIXER_HGRN)) {
+        REQUIRE(c->hgrn_dim >= 1 && c->hgrn_dim <= 65536, "hgrn_dim %d outside [1, 65536]", c->hgrn_dim);
+        REQUIRE(!has_lower_bounds(c) || c->hgrn_dim == d,
+                "hgrn_dim %d must equal d_model %d when the lower bounds (L, d) are on", c->hgrn_dim, d);
+    }
+    if (uses_mixer(c, MIXER_HGRN2))
+        REQUIRE(c->hgrn2_heads >= 1 && d % c->hgrn2_heads == 0, "hgrn2_heads %d does not divide d_model %d", c->hgrn2_heads, d);
+    if (uses_mixer(c, MIXER_RETNET)) {
+        REQUIRE(c->retnet_heads >= 1 && d % c->retnet_heads == 0, "retnet_heads %d does not divide d_model %d", c->retnet_heads, d);
+        REQUIRE((d / c->retnet_heads) % 2 == 0, "RetNet key head dim %d must be even for RoPE", d / c->retnet_heads);
+    }
+    if (uses_mixer(c, MIXER_DELTANET))
+        REQUIRE(c->deltanet_heads >= 1 && d % c->deltanet_heads == 0, "deltanet_heads %d does not divide d_model %d", c->deltanet_heads, d);
+    if (uses_mixer(c, MIXER_GATED_DELTANET)) {
+        REQUIRE(c->gdn_heads >= 1 && c->gdn_heads <= 1024, "gdn_heads %d outside [1, 1024]", c->gdn_heads);
+        REQUIRE(c->gdn_head_dim >= 1 && c->gdn_head_dim <= 4096, "gdn_head_dim %d outside [1, 4096]", c->gdn_head_dim);
+        REQUIRE(c->gdn_expand_v >= 1 && c->gdn_expand_v <= 16, "gdn_expand_v %d outside [1, 16]", c->gdn_expand_v);
+    }
+    if (uses_mixer(c, MIXER_DELTANET) || uses_mixer(c, MIXER_GATED_DELTANET))
+        REQUIRE(c->conv_size >= 1 && c->conv_size <= 16, "conv_size %d outside [1, 16]", c->conv_size);
 #undef REQUIRE
     return NULL;
 }
@@ -269,10 +326,16 @@ enum {
     W_ATTN_NORM, W_MLP_NORM, W_MLP_GATE, W_MLP_UP, W_MLP_DOWN,
     W_GLA_Q, W_GLA_K, W_GLA_V, W_GLA_G, W_GLA_GK1, W_GLA_GK2, W_GLA_GK_BIAS, W_GLA_G_NORM, W_GLA_O,
     W_ATT_Q, W_ATT_K, W_ATT_V, W_ATT_O,
+    W_HGRN_I, W_HGRN_F, W_HGRN_G, W_HGRN_G_NORM, W_HGRN_O,
+    W_HGRN2_Q, W_HGRN2_F, W_HGRN2_I, W_HGRN2_G_NORM, W_HGRN2_O,
+    W_RET_Q, W_RET_K, W_RET_V, W_RET_G, W_RET_G_NORM, W_RET_O,
+    // the delta-rule family: DeltaNet uses these slots but A, A_LOG, DT_BIAS and G (its gate is off)
+    W_DELTA_Q, W_DELTA_K, W_DELTA_V, W_DELTA_A, W_DELTA_B, W_DELTA_A_LOG, W_DELTA_DT_BIAS,
+    W_DELTA_Q_CONV, W_DELTA_K_CONV, W_DELTA_V_CONV, W_DELTA_G, W_DELTA_O_NORM, W_DELTA_O,
     NUM_LAYER_SLOTS
 };
 // model-level tensors carry layer = -1 and one of these slots
-enum { G_EMBED, G_NORM, G_LM_HEAD };
+enum { G_EMBED, G_NORM, G_LM_HEAD, G_LOWER_BOUNDS };
 
 typedef struct {
     char name[96];
@@ -282,10 +345,21 @@ typedef struct {
     int shape[2];   // [out, in] for matrices (torch Linear layout), [n, 1] for vectors
     size_t numel;
     size_t offset;  // into the flat parameter buffer
-    int decay;      // AdamW weight decay applies (matrices only)
+    int decay;      // AdamW weight decay applies (decays_weight)
 } ParamSpec;
 
-#define MAX_PARAMS (4 + MAX_LAYERS * 16)
+#define MAX_PARAMS (4 + MAX_LAYERS * 18)
+
+// AdamW weight decay applies to the Linear weights (names ending in `_proj`, and GLA's
+// `gk_proj1`/`gk_proj2`), `embed` and `lm_head`; not to norms, biases, short convs, A_log, dt_bias
+// or lower_bounds (dev/reference.py's decays_weight). `name` is the table name without "layers.l.".
+static int decays_weight(const char* name) {
+    const char* last = strrchr(name, '.') ? strrchr(name, '.') + 1 : name;
+    size_t n = strlen(last);
+    return strcmp(name, "embed") == 0 || strcmp(name, "lm_head") == 0 ||
+           (n >= 5 && strcmp(last + n - 5, "_proj") == 0) || strcmp(last, "gk_proj1") == 0 ||
+           strcmp(last, "gk_proj2") == 0;
+}
 
 static void param_add(ParamSpec* t, int* n, size_t* offset, int layer, int slot, const char* name,
                       int rows, int cols) {
@@ -299,34 +373,85 @@ static void param_add(ParamSpec* t, int* n, size_t* offset, int layer, int slot,
     p->shape[1] = cols > 0 ? cols : 1;
     p->numel = (size_t)rows * p->shape[1];
     p->offset = *offset;
-    p->decay = p->ndim == 2;
+    p->decay = decays_weight(name);
     *offset += p->numel;
 }
 
-// Fills t[] in canonical order, returns the number of tensors; *total = number of floats.
+// a tensor of layer l's mixer, named "<mixer>.<suffix>" (e.g. "gated_deltanet.q_proj")
+static void mixer_param_add(ParamSpec* t, int* n, size_t* offset, int layer, int slot, int mixer,
+                            const char* suffix, int rows, int cols) {
+    char name[96];
+    snprintf(name, sizeof(name), "%s.%s", MIXER_NAMES[mixer], suffix);
+    param_add(t, n, offset, layer, slot, name, rows, cols);
+}
+
+// Fills t[] in canonical order (dev/reference.py's parameter_specs), returns the number of tensors;
+// *total = number of floats. Linear weights are [out, in]; short-conv weights [channels, W_c] with
+// column W_c - 1 multiplying the current token.
 static int param_table(const Config* c, ParamSpec* t, size_t* total) {
-    int n = 0, d = c->d_model, I = c->mlp_hidden;
+    int n = 0, d = c->d_model, I = c->mlp_hidden, Wc = c->conv_size;
     size_t off = 0;
     param_add(t, &n, &off, -1, G_EMBED, "embed", c->vocab_size, d);
+    if (has_lower_bounds(c)) param_add(t, &n, &off, -1, G_LOWER_BOUNDS, "lower_bounds", c->n_layer, d);
     for (int l = 0; l < c->n_layer; l++) {
+        int mix = c->pattern[l];
         param_add(t, &n, &off, l, W_ATTN_NORM, "attn_norm", d, 0);
-        if (c->pattern[l] == MIXER_GLA) {
+        if (mix == MIXER_GLA) {
             int Dk = c->gla_dk, Dv = c->gla_dv, R = c->gla_gate_rank;
-            param_add(t, &n, &off, l, W_GLA_Q, "gla.q_proj", Dk, d);
-            param_add(t, &n, &off, l, W_GLA_K, "gla.k_proj", Dk, d);
-            param_add(t, &n, &off, l, W_GLA_V, "gla.v_proj", Dv, d);
-            param_add(t, &n, &off, l, W_GLA_G, "gla.g_proj", Dv, d);
-            param_add(t, &n, &off, l, W_GLA_GK1, "gla.gk_proj1", R, d);
-            param_add(t, &n, &off, l, W_GLA_GK2, "gla.gk_proj2", Dk, R);
-            param_add(t, &n, &off, l, W_GLA_GK_BIAS, "gla.gk_bias", Dk, 0);
-            param_add(t, &n, &off, l, W_GLA_G_NORM, "gla.g_norm", Dv / c->gla_heads, 0);
-            param_add(t, &n, &off, l, W_GLA_O, "gla.o_proj", d, Dv);
+            mixer_param_add(t, &n, &off, l, W_GLA_Q, mix, "q_proj", Dk, d);
+            mixer_param_add(t, &n, &off, l, W_GLA_K, mix, "k_proj", Dk, d);
+            mixer_param_add(t, &n, &off, l, W_GLA_V, mix, "v_proj", Dv, d);
+            mixer_param_add(t, &n, &off, l, W_GLA_G, mix, "g_proj", Dv, d);
+            mixer_param_add(t, &n, &off, l, W_GLA_GK1, mix, "gk_proj1", R, d);
+            mixer_param_add(t, &n, &off, l, W_GLA_GK2, mix, "gk_proj2", Dk, R);
+            mixer_param_add(t, &n, &off, l, W_GLA_GK_BIAS, mix, "gk_bias", Dk, 0);
+            mixer_param_add(t, &n, &off, l, W_GLA_G_NORM, mix, "g_norm", Dv / c->gla_heads, 0);
+            mixer_param_add(t, &n, &off, l, W_GLA_O, mix, "o_proj", d, Dv);
+        } else if (mix == MIXER_HGRN) {
+            int D = c->hgrn_dim;
+            mixer_param_add(t, &n, &off, l, W_HGRN_I, mix, "i_proj", D, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN_F, mix, "f_proj", D, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN_G, mix, "g_proj", D, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN_G_NORM, mix, "g_norm", D, 0);
+            mixer_param_add(t, &n, &off, l, W_HGRN_O, mix, "o_proj", d, D);
+        } else if (mix == MIXER_HGRN2) {  // forget dim F = H E = d
+            mixer_param_add(t, &n, &off, l, W_HGRN2_Q, mix, "q_proj", d, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN2_F, mix, "f_proj", d, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN2_I, mix, "i_proj", d, d);
+            mixer_param_add(t, &n, &off, l, W_HGRN2_G_NORM, mix, "g_norm", d, 0);
+            mixer_param_add(t, &n, &off, l, W_HGRN2_O, mix, "o_proj", d, d);
+        } else if (mix == MIXER_RETNET) {  // D_k = d, D_v = 2d
+            mixer_param_add(t, &n, &off, l, W_RET_Q, mix, "q_proj", d, d);
+            mixer_param_add(t, &n, &off, l, W_RET_K, mix, "k_proj", d, d);
+            mixer_param_add(t, &n, &off, l, W_RET_V, mix, "v_proj", 2 * d, d);
+            mixer_param_add(t, &n, &off, l, W_RET_G, mix, "g_proj", 2 * d, d);
+            mixer_param_add(t, &n, &off, l, W_RET_G_NORM, mix, "g_norm", 2 * d / c->retnet_heads, 0);
+            mixer_param_add(t, &n, &off, l, W_RET_O, mix, "o_proj", d, 2 * d);
+        } else if (mix == MIXER_DELTANET || mix == MIXER_GATED_DELTANET) {
+            int gated = mix == MIXER_GATED_DELTANET;
+            int H = gated ? c->gdn_heads : c->deltanet_heads;
+            int Dk = gated ? H * c->gdn_head_dim : d, Dv = gated ? Dk * c->gdn_expand_v : d;
+            mixer_param_add(t, &n, &off, l, W_DELTA_Q, mix, "q_proj", Dk, d);
+            mixer_param_add(t, &n, &off, l, W_DELTA_K, mix, "k_proj", Dk, d);
+            mixer_param_add(t, &n, &off, l, W_DELTA_V, mix, "v_proj", Dv, d);
+            if (gated) mixer_param_add(t, &n, &off, l, W_DELTA_A, mix, "a_proj", H, d);
+            mixer_param_add(t, &n, &off, l, W_DELTA_B, mix, "b_proj", H, d);
+            if (gated) {
+                mixer_param_add(t, &n, &off, l, W_DELTA_A_LOG, mix, "A_log", H, 0);
+                mixer_param_add(t, &n, &off, l, W_DELTA_DT_BIAS, mix, "dt_bias", H, 0);
+            }
+            mixer_param_add(t, &n, &off, l, W_DELTA_Q_CONV, mix, "q_conv", Dk, Wc);
+            mixer_param_add(t, &n, &off, l, W_DELTA_K_CONV, mix, "k_conv", Dk, Wc);
+            mixer_param_add(t, &n, &off, l, W_DELTA_V_CONV, mix, "v_conv", Dv, Wc);
+            if (gated) mixer_param_add(t, &n, &off, l, W_DELTA_G, mix, "g_proj", Dv, d);
+            mixer_param_add(t, &n, &off, l, W_DELTA_O_NORM, mix, "o_norm", Dv / H, 0);
+            mixer_param_add(t, &n, &off, l, W_DELTA_O, mix, "o_proj", d, Dv);
         } else { // MIXER_ATTN
             int hd = d / c->attn_heads, kv = c->attn_kv_heads * hd;
-            param_add(t, &n, &off, l, W_ATT_Q, "attn.q_proj", c->attn_heads * hd, d);
-            param_add(t, &n, &off, l, W_ATT_K, "attn.k_proj", kv, d);
-            param_add(t, &n, &off, l, W_ATT_V, "attn.v_proj", kv, d);
-            param_add(t, &n, &off, l, W_ATT_O, "attn.o_proj", d, c->attn_heads * hd);
+            mixer_param_add(t, &n, &off, l, W_ATT_Q, mix, "q_proj", c->attn_heads * hd, d);
+            mixer_param_add(t, &n, &off, l, W_ATT_K, mix, "k_proj", kv, d);
+            mixer_param_add(t, &n, &off, l, W_ATT_V, mix, "v_proj", kv, d);
+            mixer_param_add(t, &n, &off, l, W_ATT_O, mix, "o_proj", d, c->attn_heads * hd);
         }
         param_add(t, &n, &off, l, W_MLP_NORM, "mlp_norm", d, 0);
         param_add(t, &n, &off, l, W_MLP_GATE, "mlp.gate_proj", I, d);
@@ -347,8 +472,11 @@ static int param_table(const Config* c, ParamSpec* t, size_t* total) {
 #define STATE_MAGIC 20261102
 #define STATE_VERSION 1
 
-// header layout: [0] magic [1] version [2..14] config ints [15] rope bits [16] eps bits
-// [17,18] parameter count (lo, hi) [64..64+L) pattern
+// header layout: [0] magic [1] version [2..13] config ints [15] rope bits [16] eps bits
+// [17,18] parameter count (lo, hi) [19..27] sizes of the other linear families (hgrn_dim,
+// hgrn2_heads, retnet_heads, deltanet_heads, gdn_heads, gdn_head_dim, gdn_expand_v, conv_size,
+// use_lower_bound; 0 in files written before they existed, which hold gla/attn models only)
+// [64..64+L) pattern
 static void config_to_header(const Config* c, size_t num_params, int32_t h[256]) {
     memset(h, 0, 256 * sizeof(int32_t));
     h[0] = CKPT_MAGIC;
@@ -361,6 +489,9 @@ static void config_to_header(const Config* c, size_t num_params, int32_t h[256])
     memcpy(&h[16], &c->norm_eps, 4);
     h[17] = (int32_t)(num_params & 0x7fffffff);
     h[18] = (int32_t)(num_params >> 31);
+    h[19] = c->hgrn_dim; h[20] = c->hgrn2_heads; h[21] = c->retnet_heads; h[22] = c->deltanet_heads;
+    h[23] = c->gdn_heads; h[24] = c->gdn_head_dim; h[25] = c->gdn_expand_v; h[26] = c->conv_size;
+    h[27] = c->use_lower_bound;
     for (int l = 0; l < c->n_layer && l < MAX_LAYERS; l++) h[64 + l] = c->pattern[l];
 }
 
@@ -373,6 +504,9 @@ static void config_from_header(const int32_t h[256], Config* c, size_t* num_para
     memcpy(&c->rope_theta, &h[15], 4);
     memcpy(&c->norm_eps, &h[16], 4);
     *num_params = (size_t)(uint32_t)h[17] | ((size_t)(uint32_t)h[18] << 31);
+    c->hgrn_dim = h[19]; c->hgrn2_heads = h[20]; c->retnet_heads = h[21]; c->deltanet_heads = h[22];
+    c->gdn_heads = h[23]; c->gdn_head_dim = h[24]; c->gdn_expand_v = h[25]; c->conv_size = h[26];
+    c->use_lower_bound = h[27];
     for (int l = 0; l < MAX_LAYERS; l++) c->pattern[l] = (l < c->n_layer) ? h[64 + l] : 0;
 }
 
