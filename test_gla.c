@@ -2,10 +2,13 @@
  * test_gla.c — checks train_gla.c against the PyTorch float64 reference dumps (dev/dumps/NAME.bin,
  * written by dev/reference.py) and runs the self-checks:
  *   1. reference dumps: activations of every layer, logits, loss, every gradient, 10 AdamW steps
- *   2. finite differences of every _backward on small shapes
- *   3. recurrent GLA == chunkwise GLA, forward and backward, several chunk sizes, strong decay
- *   4. incremental decoding == full forward logits
- *   5. checkpoint + optimizer-state round trip, and rejection of corrupt files
+ *   2. finite differences of every _backward on small shapes, and of whole two-layer models
+ *   3. recurrent == chunkwise for every linear core (GLA kernels with GLA's, RetNet's and HGRN2's
+ *      gates; the delta rule with no, mild and strongly negative gates; HGRN's chunked scan),
+ *      forward and backward, several chunk sizes, partial last chunks
+ *   4. incremental decoding == full forward logits, for every mixer and a model mixing all seven
+ *   5. checkpoint + optimizer-state round trip, and rejection of corrupt files; init and AdamW
+ *      decay set of the parameter table
  *   6. resume bit-identity (runs ./train_gla)
  * Ends with "N passed, N failed" and exits non-zero on any failure.
  *
@@ -143,6 +146,15 @@ static void test_dump(const char* path) {
     c.attn_kv_heads = dump_int(&d, "config.attn_kv_heads");
     c.rope_theta = dump_float(&d, "config.rope_theta");
     c.norm_eps = dump_float(&d, "config.norm_eps");
+    c.hgrn_dim = dump_int(&d, "config.hgrn_dim");
+    c.hgrn2_heads = dump_int(&d, "config.hgrn2_heads");
+    c.retnet_heads = dump_int(&d, "config.retnet_heads");
+    c.deltanet_heads = dump_int(&d, "config.deltanet_heads");
+    c.gdn_heads = dump_int(&d, "config.gdn_heads");
+    c.gdn_head_dim = dump_int(&d, "config.gdn_head_dim");
+    c.gdn_expand_v = dump_int(&d, "config.gdn_expand_v");
+    c.conv_size = dump_int(&d, "config.conv_size");
+    c.use_lower_bound = dump_int(&d, "config.use_lower_bound");
     Record* pat = dump_find(&d, "config.pattern");
     if ((int)pat->numel != c.n_layer) fail("'%s': pattern has %zu entries for %d layers", path, pat->numel, c.n_layer);
     for (int l = 0; l < c.n_layer; l++) c.pattern[l] = ((int32_t*)pat->data)[l];
@@ -293,6 +305,135 @@ static void test_fd_gla(int chunked) {
     fd_check(chunked ? "gla_chunk da" : "gla_recurrent da", gla_loss, &g, g.a, da, nk);
     free(g.q); free(g.k); free(g.v); free(g.a); free(g.w); free(g.o); free(g.states);
     free(dq); free(dk); free(dv); free(da);
+}
+
+// --- short convolution (+ silu)
+typedef struct { int B, T, C, W; float *x, *w, *wout, *out; } ConvCtx;
+static double conv_loss(void* p) {
+    ConvCtx* c = (ConvCtx*)p;
+    shortconv_forward(c->out, c->x, c->w, c->B, c->T, c->C, c->W);
+    return dotd(c->out, c->wout, (size_t)c->B * c->T * c->C);
+}
+static void test_fd_shortconv(void) {
+    ConvCtx c = {2, 7, 5, 4};
+    size_t n = (size_t)c.B * c.T * c.C;
+    c.x = randn(n, 1); c.w = randn((size_t)c.C * c.W, 0.7f); c.wout = randn(n, 1); c.out = randn(n, 0);
+    float *dx = randn(n, 0), *dw = (float*)calloc_check((size_t)c.C * c.W, 4), *dz = (float*)malloc_check(n * 4);
+    memcpy(dz, c.wout, n * 4);  // shortconv_backward overwrites its upstream gradient
+    shortconv_backward(dx, dw, dz, c.x, c.w, c.B, c.T, c.C, c.W);
+    fd_check("shortconv dx", conv_loss, &c, c.x, dx, n);
+    fd_check("shortconv dweight", conv_loss, &c, c.w, dw, (size_t)c.C * c.W);
+    free(c.x); free(c.w); free(c.wout); free(c.out); free(dx); free(dw); free(dz);
+}
+
+// --- L2 norm
+typedef struct { size_t R; int D; float *x, *wout, *out, *rinv; } L2Ctx;
+static double l2_loss(void* p) {
+    L2Ctx* c = (L2Ctx*)p;
+    l2norm_forward(c->out, c->rinv, c->x, c->R, c->D);
+    return dotd(c->out, c->wout, c->R * c->D);
+}
+static void test_fd_l2norm(void) {
+    L2Ctx c = {6, 5};
+    size_t n = c.R * c.D;
+    c.x = randn(n, 1); c.wout = randn(n, 1); c.out = randn(n, 0); c.rinv = randn(c.R, 0);
+    c.x[3] = c.x[4] = c.x[5] = c.x[6] = c.x[7] = 1e-3f;  // a row near 0, where the eps matters
+    float* dx = randn(n, 0);
+    l2_loss(&c);
+    l2norm_backward(dx, c.wout, c.out, c.rinv, c.R, c.D);
+    fd_check("l2norm dx", l2_loss, &c, c.x, dx, n);
+    free(c.x); free(c.wout); free(c.out); free(c.rinv); free(dx);
+}
+
+// --- forget gate with and without a lower bound, and the lower bounds' softmax + cumsum
+typedef struct { int N, D, L, bounded; float *f, *P, *lb, *s, *a, *wout; } GateCtx;
+static double gate_loss(void* p) {
+    GateCtx* g = (GateCtx*)p;
+    lower_bounds_forward(g->lb, g->s, g->P, g->L, g->D);
+    forget_gate_forward(g->a, g->f, g->bounded ? g->lb + (size_t)(g->L - 1) * g->D : NULL, g->N, g->D);
+    return dotd(g->a, g->wout, (size_t)g->N * g->D);
+}
+static void test_fd_forget_gate(int bounded) {
+    GateCtx g = {5, 4, 3, bounded};
+    size_t n = (size_t)g.N * g.D, nl = (size_t)g.L * g.D;
+    g.f = randn(n, 2); g.P = randn(nl, 1); g.lb = randn(nl, 0); g.s = randn(nl, 0); g.a = randn(n, 0);
+    g.wout = randn(n, 1);
+    g.f[0] = 9.0f;  // a gate close to 1 (a → 0)
+    gate_loss(&g);
+    float *df = randn(n, 0), *dlb = (float*)calloc_check(nl, 4), *dP = (float*)calloc_check(nl, 4);
+    forget_gate_backward(df, bounded ? dlb + (size_t)(g.L - 1) * g.D : NULL, g.wout, g.f, bounded ? g.lb + (size_t)(g.L - 1) * g.D : NULL, g.N, g.D);
+    fd_check(bounded ? "forget_gate (bounded) df" : "forget_gate (logsigmoid) df", gate_loss, &g, g.f, df, n);
+    if (bounded) {
+        lower_bounds_backward(dP, dlb, g.s, g.L, g.D);
+        fd_check("lower bounds dP (softmax, cumsum)", gate_loss, &g, g.P, dP, nl);
+    }
+    free(g.f); free(g.P); free(g.lb); free(g.s); free(g.a); free(g.wout); free(df); free(dlb); free(dP);
+}
+
+// --- HGRN core (recurrent and chunked scan)
+typedef struct { int B, T, D, C, chunked; float *x, *a, *h, *w; } HgrnCtx;
+static double hgrn_loss(void* p) {
+    HgrnCtx* g = (HgrnCtx*)p;
+    if (g->chunked) hgrn_chunk_forward(g->h, g->x, g->a, g->B, g->T, g->D, g->C);
+    else hgrn_recurrent_forward(g->h, g->x, g->a, g->B, g->T, g->D);
+    return dotd(g->h, g->w, (size_t)g->B * g->T * g->D);
+}
+static void test_fd_hgrn(int chunked) {
+    HgrnCtx g = {2, 11, 3, 4, chunked};
+    size_t n = (size_t)g.B * g.T * g.D;
+    g.x = randn(n, 1); g.a = randn(n, 1); g.h = randn(n, 0); g.w = randn(n, 1);
+    for (size_t i = 0; i < n; i++) g.a[i] = logsigmoidf(g.a[i] + 1.0f);
+    float *dx = randn(n, 0), *da = randn(n, 0);
+    hgrn_loss(&g);
+    if (chunked) hgrn_chunk_backward(dx, da, g.w, g.h, g.a, g.B, g.T, g.D, g.C);
+    else hgrn_recurrent_backward(dx, da, g.w, g.h, g.a, g.B, g.T, g.D);
+    fd_check(chunked ? "hgrn_chunk dx" : "hgrn_recurrent dx", hgrn_loss, &g, g.x, dx, n);
+    fd_check(chunked ? "hgrn_chunk da" : "hgrn_recurrent da", hgrn_loss, &g, g.a, da, n);
+    free(g.x); free(g.a); free(g.h); free(g.w); free(dx); free(da);
+}
+
+// --- delta rule (recurrent and chunkwise; gated or not). q, k are fed unnormalised here: the
+// backward does not assume unit keys.
+typedef struct { int B, T, H, K, V, C, chunked; float *q, *k, *v, *beta, *g, *w, *o, *states; } DeltaCtx;
+static double delta_loss(void* p) {
+    DeltaCtx* g = (DeltaCtx*)p;
+    float scale = 1.0f / sqrtf((float)g->K);
+    if (g->chunked)
+        delta_chunk_forward(g->o, g->states, g->q, g->k, g->v, g->beta, g->g, g->B, g->T, g->H, g->K, g->V, g->C, scale);
+    else
+        delta_recurrent_forward(g->o, g->q, g->k, g->v, g->beta, g->g, g->B, g->T, g->H, g->K, g->V, scale);
+    return dotd(g->o, g->w, (size_t)g->B * g->T * g->H * g->V);
+}
+static void test_fd_delta(int chunked, int gated) {
+    DeltaCtx g = {2, 11, 2, 4, 3, 4, chunked};
+    size_t nk = (size_t)g.B * g.T * g.H * g.K, nv = (size_t)g.B * g.T * g.H * g.V, nh = (size_t)g.B * g.T * g.H;
+    g.q = randn(nk, 0.5f); g.k = randn(nk, 0.5f); g.v = randn(nv, 1); g.w = randn(nv, 1);
+    g.beta = randn(nh, 1); g.g = gated ? randn(nh, 1) : NULL;
+    for (size_t i = 0; i < nh; i++) {
+        g.beta[i] = sigmoidf(g.beta[i]);
+        if (gated) g.g[i] = logsigmoidf(g.g[i] + 1.0f);
+    }
+    g.o = randn(nv, 0);
+    g.states = randn((size_t)g.B * g.H * ((g.T + g.C - 1) / g.C) * g.K * g.V, 0);
+    float *dq = randn(nk, 0), *dk = randn(nk, 0), *dv = randn(nv, 0), *db = randn(nh, 0), *dg = randn(nh, 0);
+    delta_loss(&g);
+    float scale = 1.0f / sqrtf((float)g.K);
+    if (chunked)
+        delta_chunk_backward(dq, dk, dv, db, gated ? dg : NULL, g.w, g.states, g.q, g.k, g.v, g.beta, g.g, g.B, g.T, g.H,
+                             g.K, g.V, g.C, scale);
+    else
+        delta_recurrent_backward(dq, dk, dv, db, gated ? dg : NULL, g.w, g.q, g.k, g.v, g.beta, g.g, g.B, g.T, g.H, g.K,
+                                 g.V, scale);
+    char what[64];
+    const char* form = chunked ? "chunk" : "recurrent";
+    const char* kind = gated ? "gated_delta" : "delta";
+    snprintf(what, sizeof(what), "%s_%s dq", kind, form); fd_check(what, delta_loss, &g, g.q, dq, nk);
+    snprintf(what, sizeof(what), "%s_%s dk", kind, form); fd_check(what, delta_loss, &g, g.k, dk, nk);
+    snprintf(what, sizeof(what), "%s_%s dv", kind, form); fd_check(what, delta_loss, &g, g.v, dv, nv);
+    snprintf(what, sizeof(what), "%s_%s dbeta", kind, form); fd_check(what, delta_loss, &g, g.beta, db, nh);
+    if (gated) { snprintf(what, sizeof(what), "%s_%s dg", kind, form); fd_check(what, delta_loss, &g, g.g, dg, nh); }
+    free(g.q); free(g.k); free(g.v); free(g.w); free(g.beta); free(g.g); free(g.o); free(g.states);
+    free(dq); free(dk); free(dv); free(db); free(dg);
 }
 
 // --- RMSNorm
@@ -464,17 +605,26 @@ static double model_loss(void* p) {
 static Config small_config(const char* pattern, int n_layer, int tie) {
     Config c = {.vocab_size = 32, .d_model = 16, .n_layer = n_layer, .mlp_hidden = 24, .tie_embeddings = tie, .gla_heads = 2,
                 .gla_dk = 8, .gla_dv = 16, .gla_gate_rank = 4, .gla_gate_normalizer = 16, .attn_heads = 4,
-                .attn_kv_heads = 2, .rope_theta = 10000.0f, .norm_eps = 1e-6f};
+                .attn_kv_heads = 2, .rope_theta = 10000.0f, .norm_eps = 1e-6f, .hgrn_dim = 16, .hgrn2_heads = 2,
+                .retnet_heads = 2, .deltanet_heads = 2, .gdn_heads = 2, .gdn_head_dim = 4, .gdn_expand_v = 2,
+                .conv_size = 4, .use_lower_bound = 1};
     const char* bad = parse_pattern(pattern, c.n_layer, c.pattern);
     if (bad) fail("%s", bad);
     return c;
 }
 
+// Matrices N(0, std), vectors 1 + 0.2 N(0,1); GDN's A_log = log U(0.5, 2) and dt_bias N(0, 0.5) as in
+// dev/reference.py, so that its decays e^g are moderate (≈ 0.2 .. 0.8) and every path carries signal.
 static void randomize_model(Model* m, float std) {
     for (int i = 0; i < m->num_specs; i++) {
         const ParamSpec* p = &m->specs[i];
-        for (size_t j = 0; j < p->numel; j++)
-            m->params[p->offset + j] = p->ndim == 2 ? std * random_normal(&test_rng) : 1.0f + 0.2f * random_normal(&test_rng);
+        int slot = p->layer >= 0 ? p->slot : -1;
+        for (size_t j = 0; j < p->numel; j++) {
+            float* w = &m->params[p->offset + j];
+            if (slot == W_DELTA_A_LOG) *w = logf(0.5f + 1.5f * random_f32(&test_rng));
+            else if (slot == W_DELTA_DT_BIAS) *w = 0.5f * random_normal(&test_rng);
+            else *w = p->ndim == 2 ? std * random_normal(&test_rng) : 1.0f + 0.2f * random_normal(&test_rng);
+        }
     }
 }
 
@@ -533,11 +683,19 @@ static void test_fd_model(const char* pattern, int n_layer, float std) {
 // ----------------------------------------------------------------------------
 // 3. recurrent == chunkwise
 
-static void test_recurrent_vs_chunk(int C, float gate_shift, int strong, const char* label) {
-    int B = 2, T = 37, H = 2, K = 8, V = 6;
+// the gates of the GLA-kernel mixers: GLA's (mild, or log-decays near −8 per step), RetNet's fixed
+// log γ_h per head, HGRN2's (k = 1 − e^a tied to the gate)
+enum { GATES_MILD, GATES_STRONG, GATES_RETNET, GATES_HGRN2 };
+
+static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
+    int B = 2, T = 37, H = 2, K = 8, V = 6, strong = gates == GATES_STRONG;
     size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
     float *q = randn(nk, 1), *k = randn(nk, 1), *v = randn(nv, 1), *a = randn(nk, 1), *dout = randn(nv, 1);
-    for (size_t i = 0; i < nk; i++) a[i] = logsigmoidf(a[i] + gate_shift);
+    for (size_t i = 0; i < nk; i++) {
+        int h = (int)(i / K % H);
+        a[i] = gates == GATES_RETNET ? log1pf(-ldexpf(1.0f, -5 - h)) : logsigmoidf(a[i] + (strong ? -8.0f : 1.0f));
+        if (gates == GATES_HGRN2) k[i] = -expm1f(a[i]);
+    }
     float *o1 = randn(nv, 0), *o2 = randn(nv, 0), *states = randn((size_t)B * H * ((T + C - 1) / C) * K * V, 0);
     float scale = 1.0f / sqrtf((float)K);
     gla_recurrent_forward(o1, q, k, v, a, B, T, H, K, V, scale);
@@ -581,11 +739,74 @@ static void test_recurrent_vs_chunk(int C, float gate_shift, int strong, const c
     free(q); free(k); free(v); free(a); free(dout); free(o1); free(o2); free(states);
 }
 
+// The delta rule: delta_recurrent_forward/backward (every state kept) against the WY chunkwise
+// forward and the per-chunk recomputing backward. gates: 0 none (DeltaNet), 1 mild GDN log-decays
+// (≈ −0.2), 2 strongly negative ones (g down to −30 per step, as −e^{A_log} softplus(·) with A up to
+// 16 can give: chunk-local sums far below −88, e^G underflows to 0).
+static void test_delta_recurrent_vs_chunk(int C, int gates, const char* label) {
+    int B = 2, T = 37, H = 2, K = 8, V = 6;
+    size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, nh = (size_t)B * T * H;
+    float *q = randn(nk, 1), *k = randn(nk, 1), *v = randn(nv, 1), *beta = randn(nh, 1), *dout = randn(nv, 1);
+    float* g = gates ? randn(nh, 1) : NULL, *rinv = randn(nh, 0);
+    l2norm_forward(q, rinv, q, nh, K);
+    l2norm_forward(k, rinv, k, nh, K);
+    for (size_t i = 0; i < nh; i++) {
+        beta[i] = sigmoidf(beta[i]);
+        if (gates == 1) g[i] = -0.2f * sigmoidf(g[i]);
+        if (gates == 2) g[i] = -30.0f * random_f32(&test_rng);
+    }
+    float *o1 = randn(nv, 0), *o2 = randn(nv, 0), *states = randn((size_t)B * H * ((T + C - 1) / C) * K * V, 0);
+    float scale = 1.0f / sqrtf((float)K);
+    delta_recurrent_forward(o1, q, k, v, beta, g, B, T, H, K, V, scale);
+    delta_chunk_forward(o2, states, q, k, v, beta, g, B, T, H, K, V, C, scale);
+    char what[128];
+    snprintf(what, sizeof(what), "delta chunk %d == recurrent: o %s", C, label);
+    check_close(what, o1, o2, nv, 1e-5);
+    int finite = 1;
+    for (size_t i = 0; i < nv; i++) finite &= isfinite(o2[i]);
+    float *g1[5], *g2[5];
+    size_t sizes[5] = {nk, nk, nv, nh, nh};
+    for (int i = 0; i < 5; i++) { g1[i] = randn(sizes[i], 0); g2[i] = randn(sizes[i], 0); }
+    delta_recurrent_backward(g1[0], g1[1], g1[2], g1[3], g ? g1[4] : NULL, dout, q, k, v, beta, g, B, T, H, K, V, scale);
+    delta_chunk_backward(g2[0], g2[1], g2[2], g2[3], g ? g2[4] : NULL, dout, states, q, k, v, beta, g, B, T, H, K, V, C, scale);
+    const char* names[5] = {"dq", "dk", "dv", "dbeta", "dg"};
+    for (int i = 0; i < (g ? 5 : 4); i++) {
+        for (size_t j = 0; j < sizes[i]; j++) finite &= isfinite(g2[i][j]);
+        snprintf(what, sizeof(what), "delta chunk %d == recurrent: %s %s", C, names[i], label);
+        check_close(what, g1[i], g2[i], sizes[i], 1e-5);
+    }
+    check(finite, "delta chunk %d %s: every output and gradient finite", C, label);
+    for (int i = 0; i < 5; i++) { free(g1[i]); free(g2[i]); }
+    free(q); free(k); free(v); free(beta); free(dout); free(g); free(rinv); free(o1); free(o2); free(states);
+}
+
+// HGRN: the step-by-step recurrence against the chunked scan, mild gates or log-gates near −8
+static void test_hgrn_recurrent_vs_chunk(int C, int strong, const char* label) {
+    int B = 2, T = 37, D = 5;
+    size_t n = (size_t)B * T * D;
+    float *x = randn(n, 1), *a = randn(n, 1), *dout = randn(n, 1);
+    for (size_t i = 0; i < n; i++) a[i] = logsigmoidf(a[i] + (strong ? -8.0f : 1.0f));
+    float *h1 = randn(n, 0), *h2 = randn(n, 0), *dx1 = randn(n, 0), *dx2 = randn(n, 0), *da1 = randn(n, 0),
+          *da2 = randn(n, 0);
+    hgrn_recurrent_forward(h1, x, a, B, T, D);
+    hgrn_chunk_forward(h2, x, a, B, T, D, C);
+    hgrn_recurrent_backward(dx1, da1, dout, h1, a, B, T, D);
+    hgrn_chunk_backward(dx2, da2, dout, h2, a, B, T, D, C);
+    char what[128];
+    snprintf(what, sizeof(what), "hgrn chunk %d == recurrent: h %s", C, label);
+    check_close(what, h1, h2, n, 1e-5);
+    snprintf(what, sizeof(what), "hgrn chunk %d == recurrent: dx %s", C, label);
+    check_close(what, dx1, dx2, n, 1e-5);
+    snprintf(what, sizeof(what), "hgrn chunk %d == recurrent: da %s", C, label);
+    check_close(what, da1, da2, n, 1e-5);
+    free(x); free(a); free(dout); free(h1); free(h2); free(dx1); free(dx2); free(da1); free(da2);
+}
+
 // ----------------------------------------------------------------------------
 // 4. incremental decoding == full forward
 
-static void test_decode(const char* pattern) {
-    Config c = small_config(pattern, 4, 1);
+static void test_decode(const char* pattern, int n_layer) {
+    Config c = small_config(pattern, n_layer, 1);
     Model m;
     model_build(&m, &c);
     m.chunk_size = 4;
@@ -609,7 +830,43 @@ static void test_decode(const char* pattern) {
 }
 
 // ----------------------------------------------------------------------------
-// 5. checkpoints
+// 5. checkpoints (and the init and weight-decay flags of the parameter table)
+
+// fla's init (LAYERS.md §9.5) and the AdamW decay set, on a model holding all seven mixers
+static void test_init(void) {
+    Config c = small_config("gla,hgrn,retnet,attn,hgrn2,deltanet,gated_deltanet", 7, 0);
+    Model m;
+    model_build(&m, &c);
+    model_init_weights(&m, 7);
+    int ok_norm = 1, ok_zero = 1, ok_alog = 1, ok_dt = 1, ok_decay = 1, n_alog = 0;
+    double ss = 0.0;
+    size_t n_normal = 0;
+    for (int i = 0; i < m.num_specs; i++) {
+        const ParamSpec* p = &m.specs[i];
+        const float* w = m.params + p->offset;
+        const char* last = strrchr(p->name, '.') ? strrchr(p->name, '.') + 1 : p->name;
+        int want_decay = strcmp(p->name, "embed") == 0 || strcmp(p->name, "lm_head") == 0 ||
+                         strstr(last, "_proj") != NULL;
+        ok_decay &= p->decay == want_decay;
+        for (size_t j = 0; j < p->numel; j++) {
+            if (strstr(last, "norm")) ok_norm &= w[j] == 1.0f;
+            else if (!strcmp(last, "lower_bounds") || !strcmp(last, "gk_bias")) ok_zero &= w[j] == 0.0f;
+            else if (!strcmp(last, "A_log")) { ok_alog &= isfinite(w[j]) && expf(w[j]) > 0 && expf(w[j]) <= 16.0f; n_alog++; }
+            else if (!strcmp(last, "dt_bias")) {
+                float dt = softplusf(w[j]);
+                ok_dt &= dt >= 0.999e-3f && dt <= 0.1001f;
+            } else { ss += (double)w[j] * w[j]; n_normal++; }
+        }
+    }
+    double std = sqrt(ss / n_normal);
+    check(ok_norm && ok_zero, "init: norm weights 1; lower_bounds and gk_bias 0");
+    check(ok_alog && n_alog == c.gdn_heads, "init: GDN A = exp(A_log) in (0, 16]");
+    check(ok_dt, "init: GDN softplus(dt_bias) = dt in [1e-3, 0.1]");
+    check(fabs(std - 0.02) < 0.001, "init: Linear, conv, embedding weights N(0, 0.02): std %.4f over %zu", std, n_normal);
+    check(ok_decay, "AdamW decay exactly on *_proj, gk_proj1/2, embed, lm_head (not norms, convs, A_log, dt_bias, bounds)");
+    model_free(&m);
+}
+
 
 static int run_quiet(const char* cmd) {
     char full[2048];
@@ -617,8 +874,9 @@ static int run_quiet(const char* cmd) {
     return system(full);
 }
 
-static void test_checkpoint_roundtrip(const char* dir) {
-    Config c = small_config("gla,attn,gla,gla", 4, 0);
+static void test_checkpoint_roundtrip(const char* dir, const char* pattern, int n_layer) {
+    printf("-- %s\n", pattern);
+    Config c = small_config(pattern, n_layer, 0);
     Model m, r;
     model_build(&m, &c);
     randomize_model(&m, 0.1f);
@@ -1129,24 +1387,62 @@ int main(int argc, char** argv) {
     test_fd_crossentropy();
     test_fd_gla(0);
     test_fd_gla(1);
+    test_fd_shortconv();
+    test_fd_l2norm();
+    test_fd_forget_gate(0);
+    test_fd_forget_gate(1);
+    test_fd_hgrn(0);
+    test_fd_hgrn(1);
+    for (int gated = 0; gated < 2; gated++) {
+        test_fd_delta(0, gated);
+        test_fd_delta(1, gated);
+    }
     test_fd_model("gla,attn", 2, 0.3f);
     test_fd_model("attn,gla", 2, 0.3f);
+    test_fd_model("hgrn,hgrn", 2, 0.3f);  // layer 1 reads the lower bounds
+    test_fd_model("hgrn2,hgrn2", 2, 0.3f);
+    test_fd_model("retnet,attn", 2, 0.3f);
+    test_fd_model("deltanet,deltanet", 2, 0.3f);
+    test_fd_model("gated_deltanet,gated_deltanet", 2, 0.3f);
 
-    printf("== 3. recurrent GLA == chunkwise GLA (T = 37)\n");
+    printf("== 3. recurrent == chunkwise (T = 37): GLA kernels (gla, retnet, hgrn2), delta rule, hgrn\n");
     int chunks[] = {1, 5, 16, 64};
-    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], 1.0f, 0, "(mild decay)");
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_MILD, "(mild decay)");
     // strong decay: log-gates near −8 per step, cumulative sums far below −88 (exp(−G) would overflow)
-    test_recurrent_vs_chunk(16, -8.0f, 1, "(strong decay)");
+    test_recurrent_vs_chunk(16, GATES_STRONG, "(strong decay)");
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_RETNET, "(retnet gamma)");
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_HGRN2, "(hgrn2 k = 1-e^a)");
+    const char* delta_labels[3] = {"(deltanet)", "(gdn, mild gates)", "(gdn, strong gates)"};
+    for (int gates = 0; gates < 3; gates++)
+        for (int i = 0; i < 4; i++) test_delta_recurrent_vs_chunk(chunks[i], gates, delta_labels[gates]);
+    for (int i = 0; i < 4; i++) test_hgrn_recurrent_vs_chunk(chunks[i], 0, "(mild decay)");
+    test_hgrn_recurrent_vs_chunk(16, 1, "(strong decay)");
 
     printf("== 4. incremental decoding == full forward\n");
-    test_decode("gla:3");
-    test_decode("gla:pure");
-    test_decode("attn");
+    test_decode("gla:3", 4);
+    test_decode("gla:pure", 4);
+    test_decode("attn", 4);
+    const char* linear[] = {"hgrn", "retnet", "hgrn2", "deltanet", "gated_deltanet"};
+    char pat[64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(pat, sizeof(pat), "%s:pure", linear[i]);
+        test_decode(pat, 4);
+        snprintf(pat, sizeof(pat), "%s:3", linear[i]);
+        test_decode(pat, 4);
+    }
+    test_decode("gla,hgrn,retnet,attn,hgrn2,deltanet,gated_deltanet", 7);
 
     printf("== 5. checkpoints\n");
     char dir[] = "/tmp/test_gla_XXXXXX";
     if (!mkdtemp(dir)) fail("cannot create a temporary directory");
-    test_checkpoint_roundtrip(dir);
+    test_checkpoint_roundtrip(dir, "gla,attn,gla,gla", 4);
+    test_checkpoint_roundtrip(dir, "gla,hgrn,retnet,attn,hgrn2,deltanet,gated_deltanet", 7);
+    Config old = small_config("gla,attn", 2, 0);
+    old.hgrn_dim = old.hgrn2_heads = old.retnet_heads = old.deltanet_heads = old.gdn_heads = old.gdn_head_dim = 0;
+    old.gdn_expand_v = old.conv_size = old.use_lower_bound = 0;
+    check(validate_config(&old) == NULL, "checkpoint: a gla/attn header with the other families' sizes 0 "
+                                         "(written before they existed) is still valid");
+    test_init();
 
     printf("== 6. resume\n");
     test_resume(dir);

@@ -1,15 +1,18 @@
 /*
- * train_gla.c — train a GLA / softmax-attention hybrid language model on the CPU, in one file.
+ * train_gla.c — train a linear-attention / softmax-attention hybrid language model on the CPU, in one file.
  *
  * Model (fla's layout, LAYERS.md): token embedding -> L blocks -> RMSNorm -> LM head -> cross-entropy.
  *   block l:  h = h + Mixer_l(RMSNorm(h));  h = h + SwiGLU(RMSNorm(h))
- *   Mixer_l is `gla` (gated linear attention) or `attn` (causal softmax attention with RoPE).
+ *   Mixer_l is one of the six linear families `hgrn`, `retnet`, `gla`, `hgrn2`, `deltanet`,
+ *   `gated_deltanet`, or `attn` (causal softmax attention with RoPE), one per layer, any mix.
  * Every layer has a _forward and, right after it, its _backward. Shapes are written (B,T,C) and
  * N = B*T. Gradients accumulate (+=) into buffers the caller zeroed, as in llm.c.
  *
  * Reading order: matmul, small layers (embedding, RMSNorm, SwiGLU, RoPE), GLA (recurrent form,
- * chunkwise form, gated output norm, the layer), attention, cross-entropy, the model, AdamW,
- * generation, checkpoints, main.
+ * chunkwise form, gated output norm), the other linear mixers' pieces (short convolution, L2 norm,
+ * forget gates with lower bounds, HGRN's recurrence and chunked scan, the delta rule recurrent and
+ * chunkwise), the layers (GLA, HGRN, HGRN2, RetNet, DeltaNet / Gated DeltaNet), attention,
+ * cross-entropy, the model, AdamW, generation, checkpoints, main.
  */
 #include "model.h"
 #include <stddef.h>
@@ -966,16 +969,613 @@ void gated_rmsnorm_backward(float* dx, float* dg, float* dw, const float* dout, 
 }
 
 // ----------------------------------------------------------------------------
+// ShortConvolution (LAYERS.md §1.3), used by DeltaNet and Gated DeltaNet on q, k and v: a depthwise
+// causal convolution over time with kernel W (no bias), then silu. For channel c at time t:
+//     y[t,c] = silu(z[t,c]),   z[t,c] = Σ_{i<W} w[c,i] x[t−W+1+i, c],   x[τ] = 0 for τ < 0
+// so w[c,W−1] multiplies the current token (PyTorch's cross-correlation orientation).
+
+// the first tap i whose input x[t−W+1+i] exists (the earlier ones read the zero padding)
+static inline int conv_first_tap(int t, int W) { return t >= W - 1 ? 0 : W - 1 - t; }
+
+// out (B,T,C) from x (B,T,C), w (C,W)
+void shortconv_forward(float* out, const float* x, const float* w, int B, int T, int C, int W) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) o[c] = 0.0f;
+            for (int i = conv_first_tap(t, W); i < W; i++) {
+                const float* xs = x + ((size_t)b * T + t - W + 1 + i) * C;
+                for (int c = 0; c < C; c++) o[c] += w[c * W + i] * xs[c];
+            }
+            for (int c = 0; c < C; c++) o[c] = siluf(o[c]);
+        }
+}
+// dx (B,T,C) overwritten, dw (C,W) +=. dout (B,T,C) = dL/dy is overwritten with dz = dout ⊙ silu'(z)
+// (z recomputed from x), then
+//     dx[τ,c] = Σ_i w[c,i] dz[τ+W−1−i, c]  (terms past T−1 dropped),   dw[c,i] = Σ_t dz[t,c] x[t−W+1+i, c]
+void shortconv_backward(float* dx, float* dw, float* dout, const float* x, const float* w, int B, int T, int C, int W) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float* dz = dout + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) {
+                float z = 0.0f;
+                for (int i = conv_first_tap(t, W); i < W; i++) z += w[c * W + i] * x[((size_t)b * T + t - W + 1 + i) * C + c];
+                dz[c] *= silu_grad(z);
+            }
+        }
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float* d = dx + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) d[c] = 0.0f;
+            for (int i = 0; i < W; i++) {
+                int later = t + W - 1 - i;
+                if (later >= T) continue;
+                const float* dz = dout + ((size_t)b * T + later) * C;
+                for (int c = 0; c < C; c++) d[c] += w[c * W + i] * dz[c];
+            }
+        }
+    for (int b = 0; b < B; b++) // serial: every row adds into the same weight gradient
+        for (int t = 0; t < T; t++) {
+            const float* dz = dout + ((size_t)b * T + t) * C;
+            for (int i = conv_first_tap(t, W); i < W; i++) {
+                const float* xs = x + ((size_t)b * T + t - W + 1 + i) * C;
+                for (int c = 0; c < C; c++) dw[c * W + i] += dz[c] * xs[c];
+            }
+        }
+}
+// One time step for generation: out (C) = silu(Σ_{i<W−1} w[c,i] cache[i,c] + w[c,W−1] x[c]). The cache
+// (W−1, C) holds the previous W−1 inputs, oldest first (zeros before the first token); it is then
+// shifted by one row to end with x.
+void shortconv_step(float* out, float* cache, const float* x, const float* w, int C, int W) {
+    for (int c = 0; c < C; c++) {
+        float z = w[c * W + W - 1] * x[c];
+        for (int i = 0; i < W - 1; i++) z += w[c * W + i] * cache[(size_t)i * C + c];
+        out[c] = siluf(z);
+    }
+    if (W > 1) {
+        memmove(cache, cache + C, (size_t)(W - 2) * C * sizeof(float));
+        memcpy(cache + (size_t)(W - 2) * C, x, C * sizeof(float));
+    }
+}
+
+// L2 norm inside the delta-rule layers (LAYERS.md §1.4), per row of D (one head):
+//     y = x r,  r = 1/√(Σ x² + 1e-6)      (eps inside the square root, unlike F.normalize)
+// out, x (R,D) (out may be x); rinv (R) = r
+void l2norm_forward(float* out, float* rinv, const float* x, size_t R, int D) {
+    #pragma omp parallel for
+    for (size_t n = 0; n < R; n++) {
+        const float* xr = x + n * D;
+        float ss = 0.0f;
+        for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
+        float r = 1.0f / sqrtf(ss + 1e-6f);
+        for (int i = 0; i < D; i++) out[n * D + i] = xr[i] * r;
+        rinv[n] = r;
+    }
+}
+// dx (R,D) = r (dy − (dy·y) y) from dout = dy (R,D), y = the normalised rows (dx may be dout)
+void l2norm_backward(float* dx, const float* dout, const float* y, const float* rinv, size_t R, int D) {
+    #pragma omp parallel for
+    for (size_t n = 0; n < R; n++) {
+        const float *dy = dout + n * D, *yr = y + n * D;
+        float dot = 0.0f;
+        for (int i = 0; i < D; i++) dot += dy[i] * yr[i];
+        for (int i = 0; i < D; i++) dx[n * D + i] = rinv[n] * (dy[i] - dot * yr[i]);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// HGRN / HGRN2 forget gates and the model-level lower bounds (LAYERS.md §3, §3b)
+//
+// One parameter P (L,d) per model; s = softmax of P over the layer axis, per channel, and
+//     lb_l = Σ_{j=1..l} s_j = cumsum(s)_l − s_0     (lb_0 = 0; zero init gives lb_l = l/L)
+// Layer l > 0 of type hgrn/hgrn2 bounds its forget gate from below by lb_l (layer 0 has no bound):
+//     a = log(lb + (1 − lb) σ(f))          (a = logσ(f) without a bound)
+
+// lb, s (L,D) from P (L,D)
+void lower_bounds_forward(float* lb, float* s, const float* P, int L, int D) {
+    for (int c = 0; c < D; c++) {
+        float maxv = -INFINITY, sum = 0.0f, acc = 0.0f;
+        for (int l = 0; l < L; l++) maxv = fmaxf(maxv, P[l * D + c]);
+        for (int l = 0; l < L; l++) { s[l * D + c] = expf(P[l * D + c] - maxv); sum += s[l * D + c]; }
+        for (int l = 0; l < L; l++) s[l * D + c] /= sum;
+        lb[c] = 0.0f;
+        for (int l = 1; l < L; l++) { acc += s[l * D + c]; lb[l * D + c] = acc; }
+    }
+}
+// dP (L,D) += the gradient from dlb (L,D): s_0 cancels out of every lb_l, so ds_0 = 0 and
+// ds_j = Σ_{l≥j} dlb_l (j ≥ 1); then through the softmax, dP_j = s_j (ds_j − Σ_i s_i ds_i).
+void lower_bounds_backward(float* dP, const float* dlb, const float* s, int L, int D) {
+    for (int c = 0; c < D; c++) {
+        float suffix = 0.0f, dot = 0.0f;
+        for (int l = L - 1; l >= 1; l--) { suffix += dlb[l * D + c]; dot += s[l * D + c] * suffix; }
+        suffix = 0.0f;
+        for (int l = L - 1; l >= 0; l--) {
+            float ds = 0.0f;
+            if (l >= 1) { suffix += dlb[l * D + c]; ds = suffix; }
+            dP[l * D + c] += s[l * D + c] * (ds - dot);
+        }
+    }
+}
+
+// a (N,D) from the forget logits f (N,D) and the bound lb (D) or NULL. With x = (1 − lb) σ(−f), the
+// fraction forgotten per step, a = log(1 − x) is taken as log1p(−x) while x ≤ 1/2, so gates close to
+// 1 (a → 0) keep their relative precision, which the input gates 1 − e^a rely on.
+void forget_gate_forward(float* a, const float* f, const float* lb, int N, int D) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < D; c++) {
+            size_t i = (size_t)n * D + c;
+            if (!lb) { a[i] = logsigmoidf(f[i]); continue; }
+            float x = (1.0f - lb[c]) * sigmoidf(-f[i]);
+            a[i] = x <= 0.5f ? log1pf(-x) : logf(lb[c] + (1.0f - lb[c]) * sigmoidf(f[i]));
+        }
+}
+// With m = e^a = lb + (1 − lb) σ(f):  ∂a/∂f = (1 − lb) σ(f) σ(−f) / m  (σ(−f) without a bound),
+// ∂a/∂lb = σ(−f) / m.  df (N,D) = da ∂a/∂f (overwritten; may be da); dlb (D) += Σ_n da ∂a/∂lb
+// when lb is given.
+void forget_gate_backward(float* df, float* dlb, const float* da, const float* f, const float* lb, int N, int D) {
+    if (lb)
+        for (int n = 0; n < N; n++) // serial: every row adds into the same bound gradient
+            for (int c = 0; c < D; c++) {
+                size_t i = (size_t)n * D + c;
+                dlb[c] += da[i] * sigmoidf(-f[i]) / (lb[c] + (1.0f - lb[c]) * sigmoidf(f[i]));
+            }
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < D; c++) {
+            size_t i = (size_t)n * D + c;
+            float sp = sigmoidf(f[i]), sn = sigmoidf(-f[i]);
+            df[i] = lb ? da[i] * (1.0f - lb[c]) * sp * sn / (lb[c] + (1.0f - lb[c]) * sp) : da[i] * sn;
+        }
+}
+
+// ----------------------------------------------------------------------------
+// HGRN core (LAYERS.md §3b): an elementwise gated recurrence with a vector state h ∈ R^D,
+//     h_t = e^{a_t} ⊙ h_{t−1} + x_t,   h_0 = 0          (a ≤ 0 the log-forget gate, x the gated input)
+
+// One time step for generation: h (D) updated in place, o (D) = h
+void hgrn_recurrent_step(float* o, float* h, const float* x, const float* a, int D) {
+    for (int c = 0; c < D; c++) o[c] = h[c] = exp_fast(a[c]) * h[c] + x[c];
+}
+
+// h (B,T,D) from x, a (B,T,D)
+void hgrn_recurrent_forward(float* h, const float* x, const float* a, int B, int T, int D) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float* state = (float*)calloc_check(D, sizeof(float));
+        for (int t = 0; t < T; t++) {
+            size_t r = ((size_t)b * T + t) * D;
+            hgrn_recurrent_step(h + r, state, x + r, a + r, D);
+        }
+        free(state);
+    }
+}
+
+// Exact backward of hgrn_recurrent_forward. dx, da (B,T,D) overwritten; dout (B,T,D) = dL/dh from
+// the outputs. Reverse sweep carrying g = e^{a_{t+1}} ⊙ dh_{t+1}, what reaches h_t through step t+1:
+//     dh_t = dout_t + g;   dx_t = dh_t;   da_t = dh_t ⊙ e^{a_t} ⊙ h_{t−1};   g = e^{a_t} ⊙ dh_t
+void hgrn_recurrent_backward(float* dx, float* da, const float* dout, const float* h, const float* a, int B, int T, int D) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float* g = (float*)calloc_check(D, sizeof(float));
+        for (int t = T - 1; t >= 0; t--) {
+            size_t r = ((size_t)b * T + t) * D;
+            for (int c = 0; c < D; c++) {
+                float dh = dout[r + c] + g[c], decay = exp_fast(a[r + c]);
+                dx[r + c] = dh;
+                da[r + c] = t > 0 ? dh * decay * h[r - D + c] : 0.0f;
+                g[c] = decay * dh;
+            }
+        }
+        free(g);
+    }
+}
+
+// HGRN, chunked scan (training): the same recurrence, parallel over time as well as over the batch.
+// Time is cut into NC chunks of C steps; G_t = chunk-local inclusive cumsum of a (≤ 0), G_L its value
+// at the chunk's last row:
+//   1. every chunk scans itself from a zero state, h̃_t = e^{a_t} h̃_{t−1} + x_t   (chunks in parallel)
+//   2. the states entering the chunks, one vector each, are carried from chunk to chunk:
+//      h_in(c+1) = e^{G_L(c)} h_in(c) + h̃_L(c)                                   (sequential, O(NC D))
+//   3. every chunk adds its decayed entering state, h_t = h̃_t + e^{G_t} h_in(c)  (chunks in parallel)
+// Only sums within one chunk are exponentiated, so nothing overflows. (The recurrence is O(T D)
+// either way: chunking buys parallelism over time, which matters when B is small.)
+// h (B,T,D) from x, a (B,T,D)
+void hgrn_chunk_forward(float* h, const float* x, const float* a, int B, int T, int D, int C) {
+    int NC = (T + C - 1) / C;
+    float* GL = (float*)malloc_check((size_t)B * NC * D * sizeof(float));     // (B,NC,D) G_L per chunk
+    float* h_in = (float*)malloc_check((size_t)B * NC * D * sizeof(float));   // (B,NC,D)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < NC; ch++) {
+            int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+            float* G = GL + ((size_t)b * NC + ch) * D;
+            for (int c = 0; c < D; c++) G[c] = 0.0f;
+            for (int i = 0; i < n; i++) {
+                size_t r = ((size_t)b * T + t0 + i) * D;
+                for (int c = 0; c < D; c++) {
+                    h[r + c] = (i ? exp_fast(a[r + c]) * h[r - D + c] : 0.0f) + x[r + c];
+                    G[c] += a[r + c];
+                }
+            }
+        }
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < NC; ch++) {
+            float* hin = h_in + ((size_t)b * NC + ch) * D;
+            if (ch == 0) { for (int c = 0; c < D; c++) hin[c] = 0.0f; continue; }
+            const float *prev = hin - D, *G = GL + ((size_t)b * NC + ch - 1) * D;
+            const float* last = h + ((size_t)b * T + (size_t)ch * C - 1) * D;  // h̃_L of the previous chunk
+            for (int c = 0; c < D; c++) hin[c] = exp_fast(G[c]) * prev[c] + last[c];
+        }
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int ch = 1; ch < NC; ch++) {
+            int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+            const float* hin = h_in + ((size_t)b * NC + ch) * D;
+            float* G = (float*)calloc_check(D, sizeof(float));
+            for (int i = 0; i < n; i++) {
+                size_t r = ((size_t)b * T + t0 + i) * D;
+                for (int c = 0; c < D; c++) {
+                    G[c] += a[r + c];
+                    h[r + c] += exp_fast(G[c]) * hin[c];
+                }
+            }
+            free(G);
+        }
+    free(GL);
+    free(h_in);
+}
+
+// Backward of hgrn_chunk_forward: the reverse sweep dh_t = dout_t + e^{a_{t+1}} dh_{t+1}, chunked the
+// same way. With R_t = Σ_{s=t+1..L} a_s (the decay from t to the chunk's last row L, ≤ 0):
+//   1. every chunk sweeps itself from zero, d̃_t = dout_t + e^{a_{t+1}} d̃_{t+1}   (chunks in parallel)
+//   2. the gradient entering chunk c from the right, g(c) = e^{a_F(c+1)} dh_F(c+1) at the first row F
+//      of the next chunk, is carried from the last chunk to the first: dh_F(c) = d̃_F(c) + e^{R_F(c)} g(c)
+//   3. dh_t = d̃_t + e^{R_t} g(c);  dx_t = dh_t;  da_t = dh_t ⊙ e^{a_t} ⊙ h_{t−1}   (chunks in parallel)
+// dx, da (B,T,D) overwritten; dout (B,T,D); h, a (B,T,D) from the forward pass
+void hgrn_chunk_backward(float* dx, float* da, const float* dout, const float* h, const float* a, int B, int T, int D, int C) {
+    int NC = (T + C - 1) / C;
+    float* RF = (float*)malloc_check((size_t)B * NC * D * sizeof(float));      // (B,NC,D) R at the first row
+    float* g_in = (float*)malloc_check((size_t)B * NC * D * sizeof(float));    // (B,NC,D) g(c)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < NC; ch++) {
+            int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+            float* R = RF + ((size_t)b * NC + ch) * D;
+            for (int c = 0; c < D; c++) R[c] = 0.0f;
+            for (int i = n - 1; i >= 0; i--) {
+                size_t r = ((size_t)b * T + t0 + i) * D;
+                for (int c = 0; c < D; c++) {
+                    dx[r + c] = dout[r + c] + (i < n - 1 ? exp_fast(a[r + D + c]) * dx[r + D + c] : 0.0f);
+                    if (i > 0) R[c] += a[r + c];
+                }
+            }
+        }
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++)
+        for (int ch = NC - 1; ch >= 0; ch--) {
+            float* g = g_in + ((size_t)b * NC + ch) * D;
+            if (ch == NC - 1) { for (int c = 0; c < D; c++) g[c] = 0.0f; continue; }
+            // dh at the first row of chunk ch+1, then through its decay into chunk ch
+            const float *gn = g + D, *R = RF + ((size_t)b * NC + ch + 1) * D;
+            size_t r = ((size_t)b * T + (size_t)(ch + 1) * C) * D;
+            for (int c = 0; c < D; c++) g[c] = exp_fast(a[r + c]) * (dx[r + c] + exp_fast(R[c]) * gn[c]);
+        }
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < NC; ch++) {
+            int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+            const float* g = g_in + ((size_t)b * NC + ch) * D;
+            float* R = (float*)calloc_check(D, sizeof(float));
+            for (int i = n - 1; i >= 0; i--) {
+                size_t r = ((size_t)b * T + t0 + i) * D;
+                for (int c = 0; c < D; c++) {
+                    float decay = exp_fast(a[r + c]);
+                    dx[r + c] += exp_fast(R[c]) * g[c];
+                    da[r + c] = t0 + i > 0 ? dx[r + c] * decay * h[r - D + c] : 0.0f;
+                    R[c] += a[r + c];
+                }
+            }
+            free(R);
+        }
+    free(RF);
+    free(g_in);
+}
+
+// ----------------------------------------------------------------------------
+// The delta rule (DeltaNet, LAYERS.md §5) and the gated delta rule (Gated DeltaNet, §6), recurrent
+// form. Per head, S ∈ R^{K×V}; q, k are L2-normalised, β ∈ (0,1), g ≤ 0 (no decay for DeltaNet):
+//     S'_{t−1} = e^{g_t} S_{t−1}             decay first
+//     u_t = v_t − S'_{t−1}ᵀ k_t              the prediction error of the decayed state
+//     S_t = S'_{t−1} + β_t k_t u_tᵀ          = e^{g_t} (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ
+//     o_t = S_tᵀ (scale q_t)
+
+// One head, one step: S_new (K,V) = α S_old + β k uᵀ with u (V) = v − α S_oldᵀ k written out.
+// α = e^{g}. S_new may be S_old.
+static void delta_head_update(float* S_new, float* u, const float* S_old, const float* k, const float* v,
+                              float beta, float alpha, int K, int V) {
+    for (int j = 0; j < V; j++) u[j] = v[j];
+    for (int i = 0; i < K; i++) {
+        const float* row = S_old + (size_t)i * V;
+        float ki = alpha * k[i];
+        for (int j = 0; j < V; j++) u[j] -= row[j] * ki;
+    }
+    for (int i = 0; i < K; i++) {
+        const float* row = S_old + (size_t)i * V;
+        float* out = S_new + (size_t)i * V;
+        float bk = beta * k[i];
+        for (int j = 0; j < V; j++) out[j] = alpha * row[j] + bk * u[j];
+    }
+}
+
+// One time step for all heads. S (H,K,V) updated in place; o (H,V); q, k (H,K); v (H,V); beta (H);
+// g (H) log-decays, or NULL for none (DeltaNet)
+void delta_recurrent_step(float* o, float* S, const float* q, const float* k, const float* v, const float* beta,
+                          const float* g, int H, int K, int V, float scale) {
+    for (int h = 0; h < H; h++) {
+        float* Sh = S + (size_t)h * K * V;
+        float* oh = o + h * V;
+        // the prediction error u goes through o's row, which then receives the output
+        delta_head_update(Sh, oh, Sh, k + h * K, v + h * V, beta[h], g ? exp_fast(g[h]) : 1.0f, K, V);
+        for (int j = 0; j < V; j++) oh[j] = 0.0f;
+        for (int i = 0; i < K; i++) {
+            float qi = scale * q[h * K + i];
+            const float* row = Sh + (size_t)i * V;
+            for (int j = 0; j < V; j++) oh[j] += row[j] * qi;
+        }
+    }
+}
+
+// o (B,T,H,V) from q, k (B,T,H,K), v (B,T,H,V), beta, g (B,T,H) (g may be NULL), zero initial state
+void delta_recurrent_forward(float* o, const float* q, const float* k, const float* v, const float* beta,
+                             const float* g, int B, int T, int H, int K, int V, float scale) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float* S = (float*)calloc_check((size_t)H * K * V, sizeof(float));
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            delta_recurrent_step(o + r * H * V, S, q + r * H * K, k + r * H * K, v + r * H * V, beta + r * H,
+                                 g ? g + r * H : NULL, H, K, V, scale);
+        }
+        free(S);
+    }
+}
+
+// One reverse step of the exact backward (LAYERS.md §5.5, §6.4) for one head. D (K,V) holds dL/dS_t
+// on entry and dL/dS_{t−1} on exit; S_prev = S_{t−1} (before its decay), S_t the state after the step,
+// u = u_t, alpha = e^{g_t}:
+//     D += scale q doᵀ;   dq = scale S_t do
+//     r = Dᵀ k;   dβ = u·r;   du = β r;   dv = du
+//     dk = β D u − S' du;   D −= k duᵀ  (now dL/dS');   dg = Σ S' ⊙ D;   D = alpha D
+// (S' = alpha S_prev). dq, dk (K), dv (V) overwritten; returns dβ, and dg in *dg unless dg is NULL.
+static float delta_backward_step(float* D, float* dq, float* dk, float* dv, float* dg, const float* dout,
+                                 const float* q, const float* k, const float* u, const float* S_prev,
+                                 const float* S_t, float beta, float alpha, int K, int V, float scale) {
+    // r = Dᵀk is built in dv, which then becomes du = β r
+    for (int j = 0; j < V; j++) dv[j] = 0.0f;
+    for (int i = 0; i < K; i++) {
+        float* Di = D + (size_t)i * V;
+        const float* Si = S_t + (size_t)i * V;
+        float qi = scale * q[i], sdo = 0.0f;
+        for (int j = 0; j < V; j++) {
+            Di[j] += qi * dout[j];
+            sdo += Si[j] * dout[j];
+            dv[j] += Di[j] * k[i];
+        }
+        dq[i] = scale * sdo;
+    }
+    float dbeta = 0.0f, gate = 0.0f;
+    for (int j = 0; j < V; j++) {
+        dbeta += u[j] * dv[j];
+        dv[j] *= beta;
+    }
+    for (int i = 0; i < K; i++) {
+        float* Di = D + (size_t)i * V;
+        const float* Pi = S_prev + (size_t)i * V;
+        float du_dot = 0.0f, sp_dot = 0.0f, gi = 0.0f;
+        for (int j = 0; j < V; j++) {
+            du_dot += Di[j] * u[j];
+            sp_dot += Pi[j] * dv[j];
+        }
+        dk[i] = beta * du_dot - alpha * sp_dot;
+        for (int j = 0; j < V; j++) {
+            Di[j] -= k[i] * dv[j];
+            gi += Pi[j] * Di[j];
+            Di[j] *= alpha;
+        }
+        gate += gi;
+    }
+    if (dg) *dg = alpha * gate;
+    return dbeta;
+}
+
+// Exact backward of delta_recurrent_forward, the readable ground truth for the chunkwise backward:
+// a forward sweep keeps every state, then delta_backward_step runs from t = T−1 down to 0.
+// dq, dk (B,T,H,K), dv (B,T,H,V), dbeta (B,T,H) and dg (B,T,H, when g is given) overwritten.
+void delta_recurrent_backward(float* dq, float* dk, float* dv, float* dbeta, float* dg, const float* dout,
+                              const float* q, const float* k, const float* v, const float* beta, const float* g,
+                              int B, int T, int H, int K, int V, float scale) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t KV = (size_t)K * V;
+            float* S = (float*)calloc_check((T + 1) * KV, sizeof(float));   // S[t] = state after t steps
+            float* u = (float*)malloc_check((size_t)T * V * sizeof(float));
+            float* D = (float*)calloc_check(KV, sizeof(float));
+            for (int t = 0; t < T; t++) {
+                size_t r = ((size_t)b * T + t) * H + h;
+                delta_head_update(S + (t + 1) * KV, u + (size_t)t * V, S + t * KV, k + r * K, v + r * V, beta[r],
+                                  g ? exp_fast(g[r]) : 1.0f, K, V);
+            }
+            for (int t = T - 1; t >= 0; t--) {
+                size_t r = ((size_t)b * T + t) * H + h;
+                dbeta[r] = delta_backward_step(D, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL, dout + r * V,
+                                               q + r * K, k + r * K, u + (size_t)t * V, S + t * KV, S + (t + 1) * KV,
+                                               beta[r], g ? exp_fast(g[r]) : 1.0f, K, V, scale);
+            }
+            free(S);
+            free(u);
+            free(D);
+        }
+}
+
+// The delta rule, chunkwise-parallel (training; LAYERS.md §6.3, the WY / UT form). For a chunk of
+// n ≤ C rows entered with state S, G = chunk-local inclusive cumsum of g (0 for DeltaNet),
+// Γ_ij = e^{G_i − G_j} for j ≤ i (a difference ≤ 0, never a factored e^{G_i} e^{−G_j}):
+//     M      = strictly_lower( diag(β) (K Kᵀ ⊙ Γ) )
+//     V_new  = (I + M)^{−1} diag(β) (V − diag(e^G) K S)      the UT transform, by forward substitution
+//     O      = scale [ diag(e^G) Q S + ((Q Kᵀ) ⊙ Γ ⊙ lower_incl) V_new ]
+//     S_next = e^{G_n} S + (diag(e^{G_n − G}) K)ᵀ V_new
+// fla writes the middle line as W = A diag(βe^G) K, U = A diag(β) V (A = (I + M)^{−1}), V_new = U − W S;
+// applying A to diag(β)(V − diag(e^G) K S) is the same product with one substitution instead of two.
+// Row i of V_new is β_i u_i, the recurrence's scaled prediction error.
+// o (B,T,H,V); states (B,H,NC,K,V) = the state entering each chunk (kept for the backward);
+// q, k (B,T,H,K); v (B,T,H,V); beta, g (B,T,H) (g may be NULL)
+void delta_chunk_forward(float* o, float* states, const float* q, const float* k, const float* v, const float* beta,
+                         const float* g, int B, int T, int H, int K, int V, int C, float scale) {
+    int NC = (T + C - 1) / C;
+    size_t sk = (size_t)H * K, sv = (size_t)H * V;   // time strides
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
+            float* qc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) the chunk's rows
+            float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K)
+            float* vn = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) V, then V_new
+            float* G = (float*)malloc_check(C * sizeof(float));
+            float* bc = (float*)malloc_check(C * sizeof(float));
+            for (int ch = 0; ch < NC; ch++) {
+                int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+                size_t rk = ((size_t)b * T + t0) * sk + h * K, rv = ((size_t)b * T + t0) * sv + h * V;
+                size_t rg = ((size_t)b * T + t0) * H + h;
+                memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
+                gather_rows(qc, q + rk, n, K, sk);
+                gather_rows(kc, k + rk, n, K, sk);
+                gather_rows(vn, v + rv, n, V, sv);
+                for (int i = 0; i < n; i++) {
+                    bc[i] = beta[rg + (size_t)i * H];
+                    G[i] = (i ? G[i - 1] : 0.0f) + (g ? g[rg + (size_t)i * H] : 0.0f);
+                }
+                // right-hand side diag(β)(v_i − e^{G_i} Sᵀk_i) into vn, and the read of the entering
+                // state scale e^{G_i} Sᵀq_i into o
+                for (int i = 0; i < n; i++) {
+                    float eg = exp_fast(G[i]), *vi = vn + (size_t)i * V, *oi = o + rv + i * sv;
+                    for (int j = 0; j < V; j++) oi[j] = 0.0f;
+                    for (int c = 0; c < K; c++) {
+                        const float* Sc = S + (size_t)c * V;
+                        float kx = eg * kc[i * K + c], qx = scale * eg * qc[i * K + c];
+                        for (int j = 0; j < V; j++) { vi[j] -= kx * Sc[j]; oi[j] += qx * Sc[j]; }
+                    }
+                    for (int j = 0; j < V; j++) vi[j] *= bc[i];
+                }
+                // forward substitution: V_new_i = rhs_i − Σ_{j<i} M_ij V_new_j, M_ij = β_i (k_i·k_j) Γ_ij
+                for (int i = 1; i < n; i++) {
+                    float* vi = vn + (size_t)i * V;
+                    for (int jr = 0; jr < i; jr++) {
+                        float kk = 0.0f;
+                        for (int c = 0; c < K; c++) kk += kc[i * K + c] * kc[jr * K + c];
+                        float m = bc[i] * kk * exp_fast(G[i] - G[jr]);
+                        const float* vj = vn + (size_t)jr * V;
+                        for (int j = 0; j < V; j++) vi[j] -= m * vj[j];
+                    }
+                }
+                // o_i += scale Σ_{j≤i} (q_i·k_j) Γ_ij V_new_j
+                for (int i = 0; i < n; i++) {
+                    float* oi = o + rv + i * sv;
+                    for (int jr = 0; jr <= i; jr++) {
+                        float qk = 0.0f;
+                        for (int c = 0; c < K; c++) qk += qc[i * K + c] * kc[jr * K + c];
+                        float p = scale * qk * exp_fast(G[i] - G[jr]);
+                        const float* vj = vn + (size_t)jr * V;
+                        for (int j = 0; j < V; j++) oi[j] += p * vj[j];
+                    }
+                }
+                // S = e^{G_n} S + Σ_j (k_j e^{G_n − G_j}) V_new_jᵀ
+                float decay = exp_fast(G[n - 1]);
+                for (int c = 0; c < K; c++) {
+                    float* Sc = S + (size_t)c * V;
+                    for (int j = 0; j < V; j++) Sc[j] *= decay;
+                    for (int jr = 0; jr < n; jr++) {
+                        float x = kc[jr * K + c] * exp_fast(G[n - 1] - G[jr]);
+                        const float* vj = vn + (size_t)jr * V;
+                        for (int j = 0; j < V; j++) Sc[j] += x * vj[j];
+                    }
+                }
+            }
+            free(S); free(qc); free(kc); free(vn); free(G); free(bc);
+        }
+}
+
+// Backward of delta_chunk_forward: the exact recurrent backward (delta_backward_step), a chunk at a
+// time from the last, carrying D = dL/dS across chunk boundaries. Each chunk's ≤ C per-step states are
+// first recomputed from its stored entering state into scratch, then swept in reverse. Memory is
+// (T/C + C)·K·V per head instead of T·K·V (LAYERS.md §6.4; inverting the recurrence instead would be
+// unstable: it divides by e^g, and I − βkkᵀ is singular at β‖k‖² = 1). The work is O(T K V), the
+// order of the forward pass.
+// dq, dk (B,T,H,K), dv (B,T,H,V), dbeta (B,T,H) and dg (B,T,H, when g is given) overwritten.
+void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* dg, const float* dout,
+                          const float* states, const float* q, const float* k, const float* v, const float* beta,
+                          const float* g, int B, int T, int H, int K, int V, int C, float scale) {
+    int NC = (T + C - 1) / C;
+    size_t KV = (size_t)K * V;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float* S = (float*)malloc_check((C + 1) * KV * sizeof(float));   // S[i] = state before row i
+            float* u = (float*)malloc_check((size_t)C * V * sizeof(float));
+            float* D = (float*)calloc_check(KV, sizeof(float));
+            for (int ch = NC - 1; ch >= 0; ch--) {
+                int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
+                memcpy(S, states + (((size_t)b * H + h) * NC + ch) * KV, KV * sizeof(float));
+                for (int i = 0; i < n; i++) {
+                    size_t r = ((size_t)b * T + t0 + i) * H + h;
+                    delta_head_update(S + (i + 1) * KV, u + (size_t)i * V, S + i * KV, k + r * K, v + r * V, beta[r],
+                                      g ? exp_fast(g[r]) : 1.0f, K, V);
+                }
+                for (int i = n - 1; i >= 0; i--) {
+                    size_t r = ((size_t)b * T + t0 + i) * H + h;
+                    dbeta[r] = delta_backward_step(D, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
+                                                   dout + r * V, q + r * K, k + r * K, u + (size_t)i * V, S + i * KV,
+                                                   S + (i + 1) * KV, beta[r], g ? exp_fast(g[r]) : 1.0f, K, V, scale);
+                }
+            }
+            free(S);
+            free(u);
+            free(D);
+        }
+}
+
+// ----------------------------------------------------------------------------
 // activations: one struct per layer, sized for (B,T) at allocation
 
+// Widths per mixer are in model_alloc_acts; Dk, Dv = all heads' key / value dims, H heads.
 typedef struct {
     float *ln1, *ln1_rstd;                  // (N,d), (N)   input of the mixer
+    // what the mixer's core reads
+    float *q, *k, *v;                       // (N,Dk) (N,Dk) (N,Dv). gla: projections; hgrn2: q after silu,
+                                            // k = 1 − e^a; retnet: q, k after RoPE; delta rule: after the
+                                            // conv and silu (q, k also L2-normalised); hgrn: v = the gated
+                                            // input; attention: roped q (N,H*hd), k, v (N,Hkv*hd)
+    float *a;                               // log-decays: gla, hgrn2, retnet (N,Dk); hgrn (N,D); gdn (N,H)
+    float *z;                               // output-gate logits (gla, retnet, hgrn, gdn)
+    float *states;                          // (B,H,NC,K,V) chunk-entry states of the matrix-state mixers
+    float *o, *o_rstd, *o_gated;            // core output (hgrn: h), 1/rms of its norm, normed (and gated)
     // gla
-    float *q, *k, *v, *z;                   // (N,Dk) (N,Dk) (N,Dv) (N,Dv); z = output-gate logits
-    float *gk1, *gk, *a;                    // (N,R) (N,Dk) (N,Dk): low-rank gate, gate logits, log-gate
-    float *states;                          // (B,H,NC,K,V) chunk-entry states
-    float *o, *o_rstd, *o_gated;            // (N,Dv) (N,H) (N,Dv)
-    // attention (q, k, v above hold the roped q (N,H*hd), k, v (N,Hkv*hd))
+    float *gk1, *gk;                        // (N,R) (N,Dk): low-rank gate, gate logits
+    // hgrn, hgrn2
+    float *f;                               // (N,D) forget-gate logits
+    // pre-activation projections: hgrn2's q and hgrn's i (q_lin); the delta rule's q, k, v (the
+    // short convs' inputs)
+    float *q_lin, *k_lin, *v_lin;
+    // delta rule
+    float *q_rinv, *k_rinv;                 // (N,H) 1/√(Σx² + 1e-6) of the L2 norms
+    float *beta;                            // (N,H) σ(W_b x)
+    float *gate_lin;                        // (N,H) W_a x (gdn)
+    // attention
     float *att;                             // (B,H,T,T) softmax probabilities
     float *att_out;                         // (N,H*hd)
     float *mixer;                           // (N,d) mixer output
@@ -989,6 +1589,7 @@ typedef struct {
 // the weights: views into one flat buffer, following param_table
 typedef struct {
     float *embed, *norm, *lm_head;          // lm_head == embed when tied
+    float *lower_bounds;                    // (L,d) hgrn/hgrn2 forget-gate lower bounds, or NULL
     float* layer[MAX_LAYERS][NUM_LAYER_SLOTS];
 } Weights;
 
@@ -999,17 +1600,19 @@ typedef struct {
     size_t num_params;
     float *params, *grads, *adam_m, *adam_v;   // (num_params) each
     Weights w, g;                              // views into params and grads
-    int chunk_size;                            // GLA chunk length for training (C)
+    int chunk_size;                            // chunk length of the linear mixers in training (C)
     // activations for a (B,T) batch
     int B, T;
     size_t act_floats;                         // memory accounting
     float *embed_out;                          // (N,d)
+    float *lower_bound, *lower_softmax;        // (L,d) each: lb and softmax(P) of the lower bounds
     LayerActs acts[MAX_LAYERS];
     float *final_norm, *final_rstd;            // (N,d), (N)
     float *logits;                             // (N,V): logits, then probabilities, then dlogits
     // backward scratch, shared by all layers
     float *dresid, *dln;                       // (N,d) each
     float *dbuf[6];                            // (N, max width) each
+    float *dlower_bound;                       // (L,d) dL/dlb, summed over the hgrn/hgrn2 layers
     float loss;
     int n_valid;                               // targets that count in the mean
     int counting_only;                         // model_alloc_acts only counts (model_count_acts)
@@ -1022,6 +1625,7 @@ static void weights_point(Weights* w, const Model* m, float* base) {
         if (p->layer >= 0) w->layer[p->layer][p->slot] = ptr;
         else if (p->slot == G_EMBED) w->embed = ptr;
         else if (p->slot == G_NORM) w->norm = ptr;
+        else if (p->slot == G_LOWER_BOUNDS) w->lower_bounds = ptr;
         else w->lm_head = ptr;
     }
     if (m->config.tie_embeddings) w->lm_head = w->embed;
@@ -1092,6 +1696,328 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
     matmul_backward(dln, dW[W_GLA_K], NULL, dk, A->ln1, W[W_GLA_K], N, d, Dk);
     matmul_backward(dln, dW[W_GLA_V], NULL, dv, A->ln1, W[W_GLA_V], N, d, Dv);
     matmul_backward(dln, dW[W_GLA_G], NULL, dz, A->ln1, W[W_GLA_G], N, d, Dv);
+}
+
+// ----------------------------------------------------------------------------
+// sizes of the matrix-state mixers: H heads, each with a state S ∈ R^{K×V}
+//     gla: gla_heads, K = gla_dk/H, V = gla_dv/H     hgrn2: hgrn2_heads, K = V = d/H
+//     retnet: retnet_heads, K = d/H, V = 2d/H         deltanet: deltanet_heads, K = V = d/H
+//     gated_deltanet: gdn_heads, K = gdn_head_dim, V = K · gdn_expand_v
+// (hgrn's state is a vector of hgrn_dim; attention keeps a KV cache)
+static void mixer_dims(const Config* c, int mixer, int* H, int* K, int* V) {
+    int d = c->d_model;
+    switch (mixer) {
+    case MIXER_GLA: *H = c->gla_heads; *K = c->gla_dk / *H; *V = c->gla_dv / *H; break;
+    case MIXER_HGRN2: *H = c->hgrn2_heads; *K = *V = d / *H; break;
+    case MIXER_RETNET: *H = c->retnet_heads; *K = d / *H; *V = 2 * d / *H; break;
+    case MIXER_DELTANET: *H = c->deltanet_heads; *K = *V = d / *H; break;
+    case MIXER_GATED_DELTANET: *H = c->gdn_heads; *K = c->gdn_head_dim; *V = *K * c->gdn_expand_v; break;
+    default: fail("mixer_dims: mixer id %d has no matrix state", mixer);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the HGRN layer (LAYERS.md §3b): i, f, g = W_i x, W_f x, W_g x (N,D); a = the bounded log-forget of f;
+// gated input x̃ = silu(i) ⊙ (1 − e^a) (the input gate tied to the forget gate); h = the elementwise
+// recurrence (chunked scan); y = W_o (RMSNorm_D(h) · w ⊙ silu(g)), one norm over the whole D-vector.
+
+// The lower bound of layer l's forget gate (d), or NULL: layer 0, and models without lower bounds
+static const float* layer_lower_bound(const Model* m, int l) {
+    return (l > 0 && m->w.lower_bounds) ? m->lower_bound + (size_t)l * m->config.d_model : NULL;
+}
+
+// i (in q_lin), f, g (in z), a and the gated input x̃ (in v) for N rows of x = ln1 (N,d); lb (D) or NULL
+void hgrn_project_forward(LayerActs* A, float* const* W, const Config* c, const float* lb, int N) {
+    int d = c->d_model, D = c->hgrn_dim;
+    matmul_forward(A->q_lin, A->ln1, W[W_HGRN_I], NULL, N, d, D);
+    matmul_forward(A->f, A->ln1, W[W_HGRN_F], NULL, N, d, D);
+    matmul_forward(A->z, A->ln1, W[W_HGRN_G], NULL, N, d, D);
+    forget_gate_forward(A->a, A->f, lb, N, D);
+    #pragma omp parallel for
+    for (size_t i = 0; i < (size_t)N * D; i++) A->v[i] = siluf(A->q_lin[i]) * -expm1f(A->a[i]);
+}
+
+// out (N,d) = W_o · gated_norm(h, g) for N rows
+void hgrn_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
+    gated_rmsnorm_forward(A->o_gated, A->o_rstd, A->o, A->z, W[W_HGRN_G_NORM], N, 1, c->hgrn_dim, c->norm_eps);
+    matmul_forward(out, A->o_gated, W[W_HGRN_O], NULL, N, c->hgrn_dim, c->d_model);
+}
+
+void hgrn_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    hgrn_project_forward(A, m->w.layer[l], c, layer_lower_bound(m, l), B * T);
+    hgrn_chunk_forward(A->o, A->v, A->a, B, T, c->hgrn_dim, m->chunk_size);
+    hgrn_output_forward(A->mixer, A, m->w.layer[l], c, B * T);
+}
+
+// dout (N,d) = dL/d(mixer output); accumulates into the layer's weight grads (and the lower-bound
+// gradient) and writes dln (N,d)
+void hgrn_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int N = B * T, d = c->d_model, D = c->hgrn_dim;
+    const float* lb = layer_lower_bound(m, l);
+    float *do_gated = m->dbuf[0], *dh = m->dbuf[1], *dg = m->dbuf[2], *dx = m->dbuf[3], *da = m->dbuf[4];
+    memset(do_gated, 0, (size_t)N * D * sizeof(float));
+    matmul_backward(do_gated, dW[W_HGRN_O], NULL, dout, A->o_gated, W[W_HGRN_O], N, D, d);
+    gated_rmsnorm_backward(dh, dg, dW[W_HGRN_G_NORM], do_gated, A->o, A->z, W[W_HGRN_G_NORM], A->o_rstd, N, 1, D);
+    hgrn_chunk_backward(dx, da, dh, A->o, A->a, B, T, D, m->chunk_size);
+    // x̃ = silu(i) (1 − e^a):  da −= dx̃ silu(i) e^a;  di = dx̃ (1 − e^a) silu'(i)  (written over dx̃)
+    #pragma omp parallel for
+    for (size_t i = 0; i < (size_t)N * D; i++) {
+        da[i] -= dx[i] * siluf(A->q_lin[i]) * exp_fast(A->a[i]);
+        dx[i] *= -expm1f(A->a[i]) * silu_grad(A->q_lin[i]);
+    }
+    forget_gate_backward(da, lb ? m->dlower_bound + (size_t)l * d : NULL, da, A->f, lb, N, D);
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_HGRN_I], NULL, dx, A->ln1, W[W_HGRN_I], N, d, D);
+    matmul_backward(dln, dW[W_HGRN_F], NULL, da, A->ln1, W[W_HGRN_F], N, d, D);
+    matmul_backward(dln, dW[W_HGRN_G], NULL, dg, A->ln1, W[W_HGRN_G], N, d, D);
+}
+
+// ----------------------------------------------------------------------------
+// the HGRN2 layer (LAYERS.md §3): GLA's recurrence and chunkwise kernels with
+//     q = silu(W_q x),  a = bounded log-forget of W_f x,  k = 1 − e^a,  v = W_i x      (H heads,
+// key/forget head dim E = d/H, value head dim d/H, scale E^{−1/2}); y = W_o RMSNorm_d(o), the norm
+// over all of d (no output gate).
+
+static int hgrn2_head_dim(const Config* c) { return c->d_model / c->hgrn2_heads; }
+
+// q_lin, q, f, a, k, v for N rows of x = ln1 (N,d); lb (d) or NULL
+void hgrn2_project_forward(LayerActs* A, float* const* W, const Config* c, const float* lb, int N) {
+    int d = c->d_model;
+    matmul_forward(A->q_lin, A->ln1, W[W_HGRN2_Q], NULL, N, d, d);
+    matmul_forward(A->f, A->ln1, W[W_HGRN2_F], NULL, N, d, d);
+    matmul_forward(A->v, A->ln1, W[W_HGRN2_I], NULL, N, d, d);
+    forget_gate_forward(A->a, A->f, lb, N, d);
+    #pragma omp parallel for
+    for (size_t i = 0; i < (size_t)N * d; i++) {
+        A->q[i] = siluf(A->q_lin[i]);
+        A->k[i] = -expm1f(A->a[i]);
+    }
+}
+
+// out (N,d) = W_o · RMSNorm_d(o) for N rows
+void hgrn2_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
+    rmsnorm_forward(A->o_gated, A->o_rstd, A->o, W[W_HGRN2_G_NORM], N, c->d_model, c->norm_eps);
+    matmul_forward(out, A->o_gated, W[W_HGRN2_O], NULL, N, c->d_model, c->d_model);
+}
+
+void hgrn2_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    int E = hgrn2_head_dim(c);
+    hgrn2_project_forward(A, m->w.layer[l], c, layer_lower_bound(m, l), B * T);
+    gla_chunk_forward(A->o, A->states, A->q, A->k, A->v, A->a, B, T, c->hgrn2_heads, E, E, m->chunk_size,
+                      1.0f / sqrtf((float)E));
+    hgrn2_output_forward(A->mixer, A, m->w.layer[l], c, B * T);
+}
+
+void hgrn2_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int N = B * T, d = c->d_model, E = hgrn2_head_dim(c);
+    const float* lb = layer_lower_bound(m, l);
+    float *do_norm = m->dbuf[0], *d_o = m->dbuf[1], *da = m->dbuf[2];
+    float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
+    memset(do_norm, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(do_norm, dW[W_HGRN2_O], NULL, dout, A->o_gated, W[W_HGRN2_O], N, d, d);
+    memset(d_o, 0, (size_t)N * d * sizeof(float));
+    rmsnorm_backward(d_o, dW[W_HGRN2_G_NORM], do_norm, A->o, W[W_HGRN2_G_NORM], A->o_rstd, N, d);
+    gla_chunk_backward(dq, dk, dv, da, d_o, A->states, A->q, A->k, A->v, A->a, B, T, c->hgrn2_heads, E, E,
+                       m->chunk_size, 1.0f / sqrtf((float)E));
+    // k = 1 − e^a adds −dk e^a to the gate's gradient; q = silu(q_lin)
+    #pragma omp parallel for
+    for (size_t i = 0; i < (size_t)N * d; i++) {
+        da[i] -= dk[i] * exp_fast(A->a[i]);
+        dq[i] *= silu_grad(A->q_lin[i]);
+    }
+    forget_gate_backward(da, lb ? m->dlower_bound + (size_t)l * d : NULL, da, A->f, lb, N, d);
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_HGRN2_Q], NULL, dq, A->ln1, W[W_HGRN2_Q], N, d, d);
+    matmul_backward(dln, dW[W_HGRN2_F], NULL, da, A->ln1, W[W_HGRN2_F], N, d, d);
+    matmul_backward(dln, dW[W_HGRN2_I], NULL, dv, A->ln1, W[W_HGRN2_I], N, d, d);
+}
+
+// ----------------------------------------------------------------------------
+// the RetNet layer (multi-scale retention, LAYERS.md §4): q, k = RoPE(W_q x), RoPE(W_k x) (H heads of
+// K = d/H), v, z = W_v x, W_g x (V = 2d/H); per head the fixed decay γ_h = 1 − 2^{−5−h},
+//     S_t = γ_h S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ (scale q_t)
+// which is GLA with the constant log-gate log γ_h on every key channel: the GLA kernels run it (the
+// gate gradient they also compute is not used). Output as GLA's: gated RMSNorm over V, then W_o.
+
+static int retnet_head_k(const Config* c) { return c->d_model / c->retnet_heads; }
+static int retnet_head_v(const Config* c) { return 2 * c->d_model / c->retnet_heads; }
+
+// q, k (roped at positions pos0..pos0+T−1), v, z and the log-gates a (N,d) for B·T rows of x = ln1
+void retnet_project_forward(LayerActs* A, float* const* W, const Config* c, int B, int T, int pos0) {
+    int N = B * T, d = c->d_model, H = c->retnet_heads, K = retnet_head_k(c);
+    matmul_forward(A->q, A->ln1, W[W_RET_Q], NULL, N, d, d);
+    matmul_forward(A->k, A->ln1, W[W_RET_K], NULL, N, d, d);
+    matmul_forward(A->v, A->ln1, W[W_RET_V], NULL, N, d, 2 * d);
+    matmul_forward(A->z, A->ln1, W[W_RET_G], NULL, N, d, 2 * d);
+    rope_forward(A->q, B, T, H, K, pos0, c->rope_theta);
+    rope_forward(A->k, B, T, H, K, pos0, c->rope_theta);
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            float log_gamma = log1pf(-ldexpf(1.0f, -5 - h));
+            for (int i = 0; i < K; i++) A->a[(size_t)n * d + h * K + i] = log_gamma;
+        }
+}
+
+// out (N,d) = W_o · gated_norm(o, z) for N rows
+void retnet_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
+    gated_rmsnorm_forward(A->o_gated, A->o_rstd, A->o, A->z, W[W_RET_G_NORM], N, c->retnet_heads, retnet_head_v(c),
+                          c->norm_eps);
+    matmul_forward(out, A->o_gated, W[W_RET_O], NULL, N, 2 * c->d_model, c->d_model);
+}
+
+void retnet_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    int K = retnet_head_k(c);
+    retnet_project_forward(A, m->w.layer[l], c, B, T, 0);
+    gla_chunk_forward(A->o, A->states, A->q, A->k, A->v, A->a, B, T, c->retnet_heads, K, retnet_head_v(c),
+                      m->chunk_size, 1.0f / sqrtf((float)K));
+    retnet_output_forward(A->mixer, A, m->w.layer[l], c, B * T);
+}
+
+void retnet_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int N = B * T, d = c->d_model, H = c->retnet_heads, K = retnet_head_k(c), V = retnet_head_v(c);
+    float *do_gated = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
+    float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
+    memset(do_gated, 0, (size_t)N * 2 * d * sizeof(float));
+    matmul_backward(do_gated, dW[W_RET_O], NULL, dout, A->o_gated, W[W_RET_O], N, 2 * d, d);
+    gated_rmsnorm_backward(d_o, dz, dW[W_RET_G_NORM], do_gated, A->o, A->z, W[W_RET_G_NORM], A->o_rstd, N, H, V);
+    // the fixed decay has no gradient: the kernel's gate gradient goes to do_gated's buffer, unused
+    gla_chunk_backward(dq, dk, dv, do_gated, d_o, A->states, A->q, A->k, A->v, A->a, B, T, H, K, V, m->chunk_size,
+                       1.0f / sqrtf((float)K));
+    rope_backward(dq, B, T, H, K, 0, c->rope_theta);
+    rope_backward(dk, B, T, H, K, 0, c->rope_theta);
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    matmul_backward(dln, dW[W_RET_Q], NULL, dq, A->ln1, W[W_RET_Q], N, d, d);
+    matmul_backward(dln, dW[W_RET_K], NULL, dk, A->ln1, W[W_RET_K], N, d, d);
+    matmul_backward(dln, dW[W_RET_V], NULL, dv, A->ln1, W[W_RET_V], N, d, 2 * d);
+    matmul_backward(dln, dW[W_RET_G], NULL, dz, A->ln1, W[W_RET_G], N, d, 2 * d);
+}
+
+// ----------------------------------------------------------------------------
+// the DeltaNet and Gated DeltaNet layers (LAYERS.md §5, §6), one code path (gated = GDN):
+//     q, k = L2norm_head(silu(conv(W_q x))), L2norm_head(silu(conv(W_k x)))     (H heads of K)
+//     v = silu(conv(W_v x)) (V per head),  β = σ(W_b x) (one per head)
+//     GDN: g = −e^{A_log} softplus(W_a x + dt_bias) (per head), output gate z = W_g x
+//     o = the (gated) delta rule, scale K^{−1/2}
+//     y = W_o (RMSNorm_V(o) · w [⊙ silu(z)]),  w (V) shared by the heads
+// Sizes: DeltaNet K = V = d/H; GDN K = gdn_head_dim, V = K · gdn_expand_v.
+
+// softplus(x) = log(1 + e^x), = x above 20 (fla's and torch's threshold); its derivative is σ(x)
+static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+// q_lin, k_lin, v_lin (the convs' inputs), β, and for GDN the gate logits gate_lin, the log-decays a
+// and the output-gate logits z, for N rows of x = ln1 (N,d)
+void delta_project_forward(LayerActs* A, float* const* W, const Config* c, int mixer, int N) {
+    int d = c->d_model, H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    matmul_forward(A->q_lin, A->ln1, W[W_DELTA_Q], NULL, N, d, H * K);
+    matmul_forward(A->k_lin, A->ln1, W[W_DELTA_K], NULL, N, d, H * K);
+    matmul_forward(A->v_lin, A->ln1, W[W_DELTA_V], NULL, N, d, H * V);
+    matmul_forward(A->beta, A->ln1, W[W_DELTA_B], NULL, N, d, H);
+    for (size_t i = 0; i < (size_t)N * H; i++) A->beta[i] = sigmoidf(A->beta[i]);
+    if (mixer != MIXER_GATED_DELTANET) return;
+    matmul_forward(A->gate_lin, A->ln1, W[W_DELTA_A], NULL, N, d, H);
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            size_t i = (size_t)n * H + h;
+            A->a[i] = -expf(W[W_DELTA_A_LOG][h]) * softplusf(A->gate_lin[i] + W[W_DELTA_DT_BIAS][h]);
+        }
+    matmul_forward(A->z, A->ln1, W[W_DELTA_G], NULL, N, d, H * V);
+}
+
+// out (N,d) = W_o · norm(o) for N rows: RMSNorm per head (DeltaNet) or gated by silu(z) (GDN)
+void delta_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int mixer, int N) {
+    int H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    if (mixer == MIXER_GATED_DELTANET)
+        gated_rmsnorm_forward(A->o_gated, A->o_rstd, A->o, A->z, W[W_DELTA_O_NORM], N, H, V, c->norm_eps);
+    else
+        rmsnorm_forward(A->o_gated, A->o_rstd, A->o, W[W_DELTA_O_NORM], N * H, V, c->norm_eps);
+    matmul_forward(out, A->o_gated, W[W_DELTA_O], NULL, N, H * V, c->d_model);
+}
+
+void delta_layer_forward(Model* m, int l, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    int mixer = c->pattern[l], N = B * T, H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    delta_project_forward(A, W, c, mixer, N);
+    shortconv_forward(A->q, A->q_lin, W[W_DELTA_Q_CONV], B, T, H * K, c->conv_size);
+    shortconv_forward(A->k, A->k_lin, W[W_DELTA_K_CONV], B, T, H * K, c->conv_size);
+    shortconv_forward(A->v, A->v_lin, W[W_DELTA_V_CONV], B, T, H * V, c->conv_size);
+    l2norm_forward(A->q, A->q_rinv, A->q, (size_t)N * H, K);
+    l2norm_forward(A->k, A->k_rinv, A->k, (size_t)N * H, K);
+    delta_chunk_forward(A->o, A->states, A->q, A->k, A->v, A->beta, mixer == MIXER_GATED_DELTANET ? A->a : NULL,
+                        B, T, H, K, V, m->chunk_size, 1.0f / sqrtf((float)K));
+    delta_output_forward(A->mixer, A, W, c, mixer, N);
+}
+
+void delta_layer_backward(Model* m, int l, const float* dout, float* dln, int B, int T) {
+    const Config* c = &m->config;
+    LayerActs* A = &m->acts[l];
+    float* const* W = m->w.layer[l];
+    float* const* dW = m->g.layer[l];
+    int mixer = c->pattern[l], gated = mixer == MIXER_GATED_DELTANET, N = B * T, d = c->d_model, H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    float *do_norm = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
+    float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
+    // output projection and norm
+    memset(do_norm, 0, (size_t)N * H * V * sizeof(float));
+    matmul_backward(do_norm, dW[W_DELTA_O], NULL, dout, A->o_gated, W[W_DELTA_O], N, H * V, d);
+    if (gated) {
+        gated_rmsnorm_backward(d_o, dz, dW[W_DELTA_O_NORM], do_norm, A->o, A->z, W[W_DELTA_O_NORM], A->o_rstd, N, H, V);
+    } else {
+        memset(d_o, 0, (size_t)N * H * V * sizeof(float));
+        rmsnorm_backward(d_o, dW[W_DELTA_O_NORM], do_norm, A->o, W[W_DELTA_O_NORM], A->o_rstd, N * H, V);
+    }
+    // the recurrence; dβ and dg (N,H) each reuse do_norm's buffer (no longer needed)
+    float *dbeta = do_norm, *dg = do_norm + (size_t)N * H;
+    delta_chunk_backward(dq, dk, dv, dbeta, gated ? dg : NULL, d_o, A->states, A->q, A->k, A->v, A->beta,
+                         gated ? A->a : NULL, B, T, H, K, V, m->chunk_size, 1.0f / sqrtf((float)K));
+    l2norm_backward(dq, dq, A->q, A->q_rinv, (size_t)N * H, K);
+    l2norm_backward(dk, dk, A->k, A->k_rinv, (size_t)N * H, K);
+    // each short conv then its projection; d_o's buffer takes each conv's input gradient in turn
+    memset(dln, 0, (size_t)N * d * sizeof(float));
+    shortconv_backward(d_o, dW[W_DELTA_Q_CONV], dq, A->q_lin, W[W_DELTA_Q_CONV], B, T, H * K, c->conv_size);
+    matmul_backward(dln, dW[W_DELTA_Q], NULL, d_o, A->ln1, W[W_DELTA_Q], N, d, H * K);
+    shortconv_backward(d_o, dW[W_DELTA_K_CONV], dk, A->k_lin, W[W_DELTA_K_CONV], B, T, H * K, c->conv_size);
+    matmul_backward(dln, dW[W_DELTA_K], NULL, d_o, A->ln1, W[W_DELTA_K], N, d, H * K);
+    shortconv_backward(d_o, dW[W_DELTA_V_CONV], dv, A->v_lin, W[W_DELTA_V_CONV], B, T, H * V, c->conv_size);
+    matmul_backward(dln, dW[W_DELTA_V], NULL, d_o, A->ln1, W[W_DELTA_V], N, d, H * V);
+    // β = σ(b): db = dβ β (1 − β), in place
+    for (size_t i = 0; i < (size_t)N * H; i++) dbeta[i] *= A->beta[i] * (1.0f - A->beta[i]);
+    matmul_backward(dln, dW[W_DELTA_B], NULL, dbeta, A->ln1, W[W_DELTA_B], N, d, H);
+    if (!gated) return;
+    // g = −e^{A_log} softplus(x), x = gate_lin + dt_bias:  ∂g/∂A_log = g;  ∂g/∂x = −e^{A_log} σ(x).
+    // dg becomes d(gate_lin) in place; dt_bias collects the same sums.
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            size_t i = (size_t)n * H + h;
+            dW[W_DELTA_A_LOG][h] += dg[i] * A->a[i];
+            dg[i] *= -expf(W[W_DELTA_A_LOG][h]) * sigmoidf(A->gate_lin[i] + W[W_DELTA_DT_BIAS][h]);
+            dW[W_DELTA_DT_BIAS][h] += dg[i];
+        }
+    matmul_backward(dln, dW[W_DELTA_A], NULL, dg, A->ln1, W[W_DELTA_A], N, d, H);
+    matmul_backward(dln, dW[W_DELTA_G], NULL, dz, A->ln1, W[W_DELTA_G], N, d, H * V);
 }
 
 // ----------------------------------------------------------------------------
@@ -1317,26 +2243,51 @@ void model_build(Model* m, const Config* c) {
     m->chunk_size = 64;
 }
 
-// fla's init (LAYERS.md §9.5): matrices N(0, 0.02), norm weights 1, biases 0
+// fla's init (LAYERS.md §9.5): every Linear and short-conv weight, the embedding and the LM head
+// N(0, 0.02); norm weights 1; GLA's gate bias and HGRN's lower bounds 0; GDN's
+//     A_log = log A, A ~ U(0, 16]       (per-head decay rates; 0 excluded, log 0 = −inf)
+//     dt_bias = dt + log(−expm1(−dt))   (softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) clamped ≥ 1e-4)
 void model_init_weights(Model* m, uint64_t seed) {
     uint64_t rng = seed ? seed : 1;
     for (int i = 0; i < m->num_specs; i++) {
         const ParamSpec* p = &m->specs[i];
         float* w = m->params + p->offset;
-        int is_norm = p->slot == G_NORM || (p->layer >= 0 && (p->slot == W_ATTN_NORM || p->slot == W_MLP_NORM ||
-                                                               p->slot == W_GLA_G_NORM));
-        for (size_t j = 0; j < p->numel; j++)
-            w[j] = p->ndim == 2 ? 0.02f * random_normal(&rng) : (is_norm ? 1.0f : 0.0f);
+        int slot = p->layer >= 0 ? p->slot : -1;
+        int is_norm = (p->layer < 0 && p->slot == G_NORM) || slot == W_ATTN_NORM || slot == W_MLP_NORM ||
+                      slot == W_GLA_G_NORM || slot == W_HGRN_G_NORM || slot == W_HGRN2_G_NORM ||
+                      slot == W_RET_G_NORM || slot == W_DELTA_O_NORM;
+        int is_zero = (p->layer < 0 && p->slot == G_LOWER_BOUNDS) || slot == W_GLA_GK_BIAS;
+        for (size_t j = 0; j < p->numel; j++) {
+            if (slot == W_DELTA_A_LOG) {
+                w[j] = logf(16.0f * (1.0f - random_f32(&rng)));
+            } else if (slot == W_DELTA_DT_BIAS) {
+                float dt = expf(logf(1e-3f) + random_f32(&rng) * (logf(0.1f) - logf(1e-3f)));
+                dt = fmaxf(dt, 1e-4f);
+                w[j] = dt + logf(-expm1f(-dt));
+            } else {
+                w[j] = is_norm ? 1.0f : is_zero ? 0.0f : 0.02f * random_normal(&rng);
+            }
+        }
     }
+}
+
+// the widest per-row tensor of a layer's mixer (its backward scratch rows)
+static int mixer_width(const Config* c, int mixer) {
+    if (mixer == MIXER_ATTN) return c->d_model;  // H·hd = d; the kv width is at most that
+    if (mixer == MIXER_HGRN) return c->hgrn_dim;
+    int H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    int w = H * (K > V ? K : V);
+    return 2 * H > w ? 2 * H : w;  // the delta rule's backward keeps dβ and dg (N,H) in one row
 }
 
 // the widest per-row scratch any backward needs
 static int max_width(const Config* c) {
     int w = c->d_model;
     if (c->mlp_hidden > w) w = c->mlp_hidden;
-    if (c->gla_dk > w) w = c->gla_dk;
-    if (c->gla_dv > w) w = c->gla_dv;
     if (c->vocab_size > w) w = c->vocab_size;
+    for (int l = 0; l < c->n_layer; l++)
+        if (mixer_width(c, c->pattern[l]) > w) w = mixer_width(c, c->pattern[l]);
     return w;
 }
 
@@ -1354,31 +2305,70 @@ void model_alloc_acts(Model* m, int B, int T) {
     m->B = B;
     m->T = T;
     m->embed_out = act_alloc(m, N * d);
+    if (has_lower_bounds(c)) {
+        m->lower_bound = act_alloc(m, (size_t)c->n_layer * d);
+        m->lower_softmax = act_alloc(m, (size_t)c->n_layer * d);
+        m->dlower_bound = act_alloc(m, (size_t)c->n_layer * d);
+    }
+    size_t NC = (T + m->chunk_size - 1) / m->chunk_size;
     for (int l = 0; l < c->n_layer; l++) {
         LayerActs* A = &m->acts[l];
+        int mix = c->pattern[l];
         A->ln1 = act_alloc(m, N * d);
         A->ln1_rstd = act_alloc(m, N);
-        if (c->pattern[l] == MIXER_GLA) {
-            size_t Dk = c->gla_dk, Dv = c->gla_dv, H = c->gla_heads;
-            size_t NC = (T + m->chunk_size - 1) / m->chunk_size;
-            A->q = act_alloc(m, N * Dk);
-            A->k = act_alloc(m, N * Dk);
-            A->v = act_alloc(m, N * Dv);
-            A->z = act_alloc(m, N * Dv);
-            A->gk1 = act_alloc(m, N * c->gla_gate_rank);
-            A->gk = act_alloc(m, N * Dk);
-            A->a = act_alloc(m, N * Dk);
-            A->states = act_alloc(m, (size_t)B * NC * Dk * Dv / H);
-            A->o = act_alloc(m, N * Dv);
-            A->o_rstd = act_alloc(m, N * H);
-            A->o_gated = act_alloc(m, N * Dv);
-        } else {
+        if (mix == MIXER_ATTN) {
             size_t H = c->attn_heads, D = attn_head_dim(c), kv = c->attn_kv_heads * D;
             A->q = act_alloc(m, N * H * D);
             A->k = act_alloc(m, N * kv);
             A->v = act_alloc(m, N * kv);
             A->att = act_alloc(m, (size_t)B * H * T * T);
             A->att_out = act_alloc(m, N * H * D);
+        } else if (mix == MIXER_HGRN) {
+            size_t D = c->hgrn_dim;
+            A->q_lin = act_alloc(m, N * D);
+            A->f = act_alloc(m, N * D);
+            A->z = act_alloc(m, N * D);
+            A->a = act_alloc(m, N * D);
+            A->v = act_alloc(m, N * D);
+            A->o = act_alloc(m, N * D);
+            A->o_rstd = act_alloc(m, N);
+            A->o_gated = act_alloc(m, N * D);
+        } else {
+            int Hi, Ki, Vi;
+            mixer_dims(c, mix, &Hi, &Ki, &Vi);
+            size_t H = Hi, Dk = (size_t)Hi * Ki, Dv = (size_t)Hi * Vi;
+            A->q = act_alloc(m, N * Dk);
+            A->k = act_alloc(m, N * Dk);
+            A->v = act_alloc(m, N * Dv);
+            A->states = act_alloc(m, (size_t)B * NC * H * Ki * Vi);
+            A->o = act_alloc(m, N * Dv);
+            A->o_gated = act_alloc(m, N * Dv);
+            A->o_rstd = act_alloc(m, mix == MIXER_HGRN2 ? N : N * H);  // hgrn2 norms all of d at once
+            if (mix == MIXER_GLA) {
+                A->z = act_alloc(m, N * Dv);
+                A->gk1 = act_alloc(m, N * c->gla_gate_rank);
+                A->gk = act_alloc(m, N * Dk);
+                A->a = act_alloc(m, N * Dk);
+            } else if (mix == MIXER_HGRN2) {
+                A->q_lin = act_alloc(m, N * Dk);
+                A->f = act_alloc(m, N * Dk);
+                A->a = act_alloc(m, N * Dk);
+            } else if (mix == MIXER_RETNET) {
+                A->z = act_alloc(m, N * Dv);
+                A->a = act_alloc(m, N * Dk);
+            } else { // deltanet, gated_deltanet
+                A->q_lin = act_alloc(m, N * Dk);
+                A->k_lin = act_alloc(m, N * Dk);
+                A->v_lin = act_alloc(m, N * Dv);
+                A->q_rinv = act_alloc(m, N * H);
+                A->k_rinv = act_alloc(m, N * H);
+                A->beta = act_alloc(m, N * H);
+                if (mix == MIXER_GATED_DELTANET) {
+                    A->gate_lin = act_alloc(m, N * H);
+                    A->a = act_alloc(m, N * H);
+                    A->z = act_alloc(m, N * Dv);
+                }
+            }
         }
         A->mixer = act_alloc(m, N * d);
         A->res1 = act_alloc(m, N * d);
@@ -1411,6 +2401,18 @@ size_t model_count_acts(const Model* m, int B, int T) {
     return n;
 }
 
+// every mixer's layer, by mixer id (deltanet and gated_deltanet share one code path)
+typedef void (*LayerForwardFn)(Model* m, int l, int B, int T);
+typedef void (*LayerBackwardFn)(Model* m, int l, const float* dout, float* dln, int B, int T);
+static const LayerForwardFn MIXER_FORWARD[NUM_MIXER_IDS] = {
+    [MIXER_ATTN] = attn_layer_forward, [MIXER_HGRN] = hgrn_layer_forward, [MIXER_RETNET] = retnet_layer_forward,
+    [MIXER_GLA] = gla_layer_forward, [MIXER_HGRN2] = hgrn2_layer_forward, [MIXER_DELTANET] = delta_layer_forward,
+    [MIXER_GATED_DELTANET] = delta_layer_forward};
+static const LayerBackwardFn MIXER_BACKWARD[NUM_MIXER_IDS] = {
+    [MIXER_ATTN] = attn_layer_backward, [MIXER_HGRN] = hgrn_layer_backward, [MIXER_RETNET] = retnet_layer_backward,
+    [MIXER_GLA] = gla_layer_backward, [MIXER_HGRN2] = hgrn2_layer_backward, [MIXER_DELTANET] = delta_layer_backward,
+    [MIXER_GATED_DELTANET] = delta_layer_backward};
+
 // inputs, targets (B,T); targets may be NULL (then only logits are computed). Sets m->loss.
 void model_forward(Model* m, const int* inputs, const int* targets, int B, int T) {
     const Config* c = &m->config;
@@ -1419,13 +2421,13 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
         if (inputs[i] < 0 || inputs[i] >= V) fail("input token %d at position %d is outside the vocabulary (%d)", inputs[i], i, V);
     model_alloc_acts(m, B, T);
     encoder_forward(m->embed_out, inputs, m->w.embed, N, d);
+    if (m->w.lower_bounds) lower_bounds_forward(m->lower_bound, m->lower_softmax, m->w.lower_bounds, c->n_layer, d);
     const float* x = m->embed_out;
     for (int l = 0; l < c->n_layer; l++) {
         LayerActs* A = &m->acts[l];
         float* const* W = m->w.layer[l];
         rmsnorm_forward(A->ln1, A->ln1_rstd, x, W[W_ATTN_NORM], N, d, c->norm_eps);
-        if (c->pattern[l] == MIXER_GLA) gla_layer_forward(m, l, B, T);
-        else attn_layer_forward(m, l, B, T);
+        MIXER_FORWARD[c->pattern[l]](m, l, B, T);
         for (size_t i = 0; i < (size_t)N * d; i++) A->res1[i] = x[i] + A->mixer[i];
         rmsnorm_forward(A->ln2, A->ln2_rstd, A->res1, W[W_MLP_NORM], N, d, c->norm_eps);
         mlp_forward(A->mlp, A, W, c, N);
@@ -1454,6 +2456,7 @@ void model_backward(Model* m, const int* inputs, const int* targets) {
     matmul_backward(dfinal, m->g.lm_head, NULL, m->logits, m->final_norm, m->w.lm_head, N, d, V);
     memset(m->dresid, 0, (size_t)N * d * sizeof(float));
     rmsnorm_backward(m->dresid, m->g.norm, dfinal, x_last, m->w.norm, m->final_rstd, N, d);
+    if (m->w.lower_bounds) memset(m->dlower_bound, 0, (size_t)c->n_layer * d * sizeof(float));
     // dresid is dL/d(residual stream); each branch reads it and then adds its norm's backward into it
     for (int l = c->n_layer - 1; l >= 0; l--) {
         LayerActs* A = &m->acts[l];
@@ -1462,10 +2465,11 @@ void model_backward(Model* m, const int* inputs, const int* targets) {
         const float* x = l ? m->acts[l - 1].res2 : m->embed_out;
         mlp_backward(m, l, m->dresid, m->dln, N);
         rmsnorm_backward(m->dresid, dW[W_MLP_NORM], m->dln, A->res1, W[W_MLP_NORM], A->ln2_rstd, N, d);
-        if (c->pattern[l] == MIXER_GLA) gla_layer_backward(m, l, m->dresid, m->dln, B, T);
-        else attn_layer_backward(m, l, m->dresid, m->dln, B, T);
+        MIXER_BACKWARD[c->pattern[l]](m, l, m->dresid, m->dln, B, T);
         rmsnorm_backward(m->dresid, dW[W_ATTN_NORM], m->dln, x, W[W_ATTN_NORM], A->ln1_rstd, N, d);
     }
+    if (m->w.lower_bounds)
+        lower_bounds_backward(m->g.lower_bounds, m->dlower_bound, m->lower_softmax, c->n_layer, d);
     encoder_backward(m->g.embed, m->dresid, inputs, N, d);
 }
 
@@ -1473,11 +2477,13 @@ void model_free(Model* m) {
     free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
     if (!m->B) return;
     free(m->embed_out);
+    free(m->lower_bound); free(m->lower_softmax); free(m->dlower_bound);
     for (int l = 0; l < m->config.n_layer; l++) {
         LayerActs* A = &m->acts[l];
-        float* bufs[] = {A->ln1, A->ln1_rstd, A->q, A->k, A->v, A->z, A->gk1, A->gk, A->a, A->states, A->o,
-                         A->o_rstd, A->o_gated, A->att, A->att_out, A->mixer, A->res1, A->ln2, A->ln2_rstd,
-                         A->mlp_gate, A->mlp_up, A->mlp_h, A->mlp, A->res2};
+        float* bufs[] = {A->ln1, A->ln1_rstd, A->q, A->k, A->v, A->a, A->z, A->states, A->o, A->o_rstd, A->o_gated,
+                         A->gk1, A->gk, A->f, A->q_lin, A->k_lin, A->v_lin, A->q_rinv, A->k_rinv, A->beta,
+                         A->gate_lin, A->att, A->att_out, A->mixer, A->res1, A->ln2, A->ln2_rstd, A->mlp_gate,
+                         A->mlp_up, A->mlp_h, A->mlp, A->res2};
         for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     }
     free(m->final_norm); free(m->final_rstd); free(m->logits); free(m->dresid); free(m->dln);
@@ -1517,7 +2523,8 @@ const char* first_nonfinite_grad(const Model* m) {
 }
 
 // One AdamW step t (1-based) at learning rate lr, after scaling the gradients by grad_scale
-// (global-norm clipping). Weight decay is decoupled and applies to matrices only.
+// (global-norm clipping). Weight decay is decoupled and applies to the Linear weights, embedding and
+// LM head only (ParamSpec.decay: not to norms, biases, short convs, A_log, dt_bias, lower bounds).
 void adamw_update(Model* m, const TrainHyper* h, float lr, int t, float grad_scale) {
     float bc1 = 1.0f - powf(h->beta1, t), bc2 = 1.0f - powf(h->beta2, t);
     for (int i = 0; i < m->num_specs; i++) {
@@ -1537,40 +2544,63 @@ void adamw_update(Model* m, const TrainHyper* h, float lr, int t, float grad_sca
 }
 
 // ----------------------------------------------------------------------------
-// generation: O(1) recurrent state for GLA layers, a KV cache for attention layers. Each step runs
-// the very same layer functions as training on one row (N = 1), with the recurrent GLA step in
-// place of the chunkwise core.
+// generation: O(1) recurrent state per linear layer (plus the short convs' last W_c − 1 inputs for
+// the delta-rule layers), a KV cache per attention layer. Each step runs the very same layer
+// functions as training on one row (N = 1), with the recurrent step of each linear mixer in place of
+// its chunkwise core.
 
 typedef struct {
     int max_T;
-    float* gla_state[MAX_LAYERS];      // (H,K,V)
+    float* state[MAX_LAYERS];          // linear mixers: (H,K,V) matrix states; hgrn (D)
+    float* conv_cache[MAX_LAYERS];     // delta rule: the q, k, v convs' previous inputs, (W_c−1, Dk),
+                                       // (W_c−1, Dk), (W_c−1, Dv) one after the other
     float* k_cache[MAX_LAYERS];        // (max_T, Hkv*D), roped keys
     float* v_cache[MAX_LAYERS];        // (max_T, Hkv*D)
+    float *lower_bound, *lower_softmax;// (L,d) hgrn/hgrn2 lower bounds, when the model has them
     LayerActs acts;                    // one row
     float *x, *att_row, *logits;       // (d), (H*max_T), (V)
 } DecodeState;
+
+// floats of a linear layer's recurrent state (0 for attention, whose cache grows with the text)
+static size_t mixer_state_floats(const Config* c, int mixer) {
+    if (mixer == MIXER_ATTN) return 0;
+    if (mixer == MIXER_HGRN) return c->hgrn_dim;
+    int H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    return (size_t)H * K * V;
+}
 
 void decode_init(DecodeState* s, const Config* c, int max_T) {
     memset(s, 0, sizeof(*s));
     s->max_T = max_T;
     size_t d = c->d_model, I = c->mlp_hidden, wmax = max_width(c);
     for (int l = 0; l < c->n_layer; l++) {
-        if (c->pattern[l] == MIXER_GLA) {
-            s->gla_state[l] = (float*)calloc_check((size_t)c->gla_dk * c->gla_dv / c->gla_heads, sizeof(float));
-        } else {
+        int mix = c->pattern[l];
+        if (mix == MIXER_ATTN) {
             size_t kv = (size_t)c->attn_kv_heads * attn_head_dim(c);
             s->k_cache[l] = (float*)calloc_check((size_t)max_T * kv, sizeof(float));
             s->v_cache[l] = (float*)calloc_check((size_t)max_T * kv, sizeof(float));
+            continue;
+        }
+        s->state[l] = (float*)calloc_check(mixer_state_floats(c, mix), sizeof(float));
+        if (mix == MIXER_DELTANET || mix == MIXER_GATED_DELTANET) {
+            int H, K, V;
+            mixer_dims(c, mix, &H, &K, &V);
+            s->conv_cache[l] = (float*)calloc_check((size_t)(c->conv_size - 1) * H * (2 * K + V), sizeof(float));
         }
     }
+    if (has_lower_bounds(c)) {
+        s->lower_bound = (float*)calloc_check((size_t)c->n_layer * d, sizeof(float));
+        s->lower_softmax = (float*)calloc_check((size_t)c->n_layer * d, sizeof(float));
+    }
     LayerActs* A = &s->acts;
-    float** bufs[] = {&A->ln1, &A->q, &A->k, &A->v, &A->z, &A->gk, &A->a, &A->o, &A->o_gated, &A->att_out,
-                      &A->mixer, &A->ln2, &A->mlp};
+    float** bufs[] = {&A->ln1, &A->q, &A->k, &A->v, &A->a, &A->z, &A->o, &A->o_rstd, &A->o_gated, &A->gk,
+                      &A->f, &A->q_lin, &A->k_lin, &A->v_lin, &A->q_rinv, &A->k_rinv, &A->beta, &A->gate_lin,
+                      &A->att_out, &A->mixer, &A->ln2, &A->mlp};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = (float*)calloc_check(wmax, sizeof(float));
     A->gk1 = (float*)calloc_check(c->gla_gate_rank, sizeof(float));
     A->ln1_rstd = (float*)calloc_check(1, sizeof(float));
     A->ln2_rstd = (float*)calloc_check(1, sizeof(float));
-    A->o_rstd = (float*)calloc_check(c->gla_heads, sizeof(float));
     A->mlp_gate = (float*)calloc_check(I, sizeof(float));
     A->mlp_up = (float*)calloc_check(I, sizeof(float));
     A->mlp_h = (float*)calloc_check(I, sizeof(float));
@@ -1580,10 +2610,14 @@ void decode_init(DecodeState* s, const Config* c, int max_T) {
 }
 
 void decode_free(DecodeState* s, const Config* c) {
-    for (int l = 0; l < c->n_layer; l++) { free(s->gla_state[l]); free(s->k_cache[l]); free(s->v_cache[l]); }
+    for (int l = 0; l < c->n_layer; l++) {
+        free(s->state[l]); free(s->conv_cache[l]); free(s->k_cache[l]); free(s->v_cache[l]);
+    }
+    free(s->lower_bound); free(s->lower_softmax);
     LayerActs* A = &s->acts;
-    float* bufs[] = {A->ln1, A->q, A->k, A->v, A->z, A->gk, A->a, A->o, A->o_gated, A->att_out, A->mixer, A->ln2,
-                     A->mlp, A->gk1, A->ln1_rstd, A->ln2_rstd, A->o_rstd, A->mlp_gate, A->mlp_up, A->mlp_h};
+    float* bufs[] = {A->ln1, A->q, A->k, A->v, A->a, A->z, A->o, A->o_rstd, A->o_gated, A->gk, A->f, A->q_lin,
+                     A->k_lin, A->v_lin, A->q_rinv, A->k_rinv, A->beta, A->gate_lin, A->att_out, A->mixer, A->ln2,
+                     A->mlp, A->gk1, A->ln1_rstd, A->ln2_rstd, A->mlp_gate, A->mlp_up, A->mlp_h};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->x); free(s->att_row); free(s->logits);
 }
@@ -1612,6 +2646,71 @@ static void attention_step(float* out, float* p, const float* q, const float* kc
     }
 }
 
+// One token through layer l's mixer: ln1 (d) -> s->acts.mixer (d), updating the layer's state or cache.
+static void decode_mixer(Model* m, DecodeState* s, int l, int pos) {
+    const Config* c = &m->config;
+    LayerActs* A = &s->acts;
+    float* const* W = m->w.layer[l];
+    int d = c->d_model, mix = c->pattern[l], H, K, V;
+    const float* lb = (l > 0 && s->lower_bound) ? s->lower_bound + (size_t)l * d : NULL;
+    switch (mix) {
+    case MIXER_GLA:
+        mixer_dims(c, mix, &H, &K, &V);
+        gla_project_forward(A, W, c, 1);
+        gla_recurrent_step(A->o, s->state[l], A->q, A->k, A->v, A->a, H, K, V, 1.0f / sqrtf((float)K));
+        gla_output_forward(A->mixer, A, W, c, 1);
+        break;
+    case MIXER_HGRN:
+        hgrn_project_forward(A, W, c, lb, 1);
+        hgrn_recurrent_step(A->o, s->state[l], A->v, A->a, c->hgrn_dim);
+        hgrn_output_forward(A->mixer, A, W, c, 1);
+        break;
+    case MIXER_HGRN2:
+        mixer_dims(c, mix, &H, &K, &V);
+        hgrn2_project_forward(A, W, c, lb, 1);
+        gla_recurrent_step(A->o, s->state[l], A->q, A->k, A->v, A->a, H, K, V, 1.0f / sqrtf((float)K));
+        hgrn2_output_forward(A->mixer, A, W, c, 1);
+        break;
+    case MIXER_RETNET:
+        mixer_dims(c, mix, &H, &K, &V);
+        retnet_project_forward(A, W, c, 1, 1, pos);
+        gla_recurrent_step(A->o, s->state[l], A->q, A->k, A->v, A->a, H, K, V, 1.0f / sqrtf((float)K));
+        retnet_output_forward(A->mixer, A, W, c, 1);
+        break;
+    case MIXER_DELTANET:
+    case MIXER_GATED_DELTANET: {
+        mixer_dims(c, mix, &H, &K, &V);
+        int Wc = c->conv_size;
+        float* q_cache = s->conv_cache[l];
+        float* k_cache = q_cache + (size_t)(Wc - 1) * H * K;
+        float* v_cache = k_cache + (size_t)(Wc - 1) * H * K;
+        delta_project_forward(A, W, c, mix, 1);
+        shortconv_step(A->q, q_cache, A->q_lin, W[W_DELTA_Q_CONV], H * K, Wc);
+        shortconv_step(A->k, k_cache, A->k_lin, W[W_DELTA_K_CONV], H * K, Wc);
+        shortconv_step(A->v, v_cache, A->v_lin, W[W_DELTA_V_CONV], H * V, Wc);
+        l2norm_forward(A->q, A->q_rinv, A->q, H, K);
+        l2norm_forward(A->k, A->k_rinv, A->k, H, K);
+        delta_recurrent_step(A->o, s->state[l], A->q, A->k, A->v, A->beta, mix == MIXER_GATED_DELTANET ? A->a : NULL,
+                             H, K, V, 1.0f / sqrtf((float)K));
+        delta_output_forward(A->mixer, A, W, c, mix, 1);
+        break;
+    }
+    default: { // MIXER_ATTN
+        int Hkv = c->attn_kv_heads, D = attn_head_dim(c);
+        H = c->attn_heads;
+        float* kc = s->k_cache[l] + (size_t)pos * Hkv * D;
+        float* vc = s->v_cache[l] + (size_t)pos * Hkv * D;
+        matmul_forward(A->q, A->ln1, W[W_ATT_Q], NULL, 1, d, H * D);
+        matmul_forward(kc, A->ln1, W[W_ATT_K], NULL, 1, d, Hkv * D);
+        matmul_forward(vc, A->ln1, W[W_ATT_V], NULL, 1, d, Hkv * D);
+        rope_forward(A->q, 1, 1, H, D, pos, c->rope_theta);
+        rope_forward(kc, 1, 1, Hkv, D, pos, c->rope_theta);
+        attention_step(A->att_out, s->att_row, A->q, s->k_cache[l], s->v_cache[l], pos, H, Hkv, D);
+        matmul_forward(A->mixer, A->att_out, W[W_ATT_O], NULL, 1, H * D, d);
+    }
+    }
+}
+
 // Feeds token at position pos (0-based, consecutive from 0); leaves the next-token logits in s->logits (V).
 void decode_step(Model* m, DecodeState* s, int token, int pos) {
     const Config* c = &m->config;
@@ -1619,27 +2718,13 @@ void decode_step(Model* m, DecodeState* s, int token, int pos) {
     if (pos >= s->max_T) fail("generation past the KV cache length %d", s->max_T);
     if (token < 0 || token >= c->vocab_size) fail("token %d outside the vocabulary (%d)", token, c->vocab_size);
     LayerActs* A = &s->acts;
+    if (pos == 0 && s->lower_bound) // they depend on the weights only
+        lower_bounds_forward(s->lower_bound, s->lower_softmax, m->w.lower_bounds, c->n_layer, d);
     memcpy(s->x, m->w.embed + (size_t)token * d, d * sizeof(float));
     for (int l = 0; l < c->n_layer; l++) {
         float* const* W = m->w.layer[l];
         rmsnorm_forward(A->ln1, A->ln1_rstd, s->x, W[W_ATTN_NORM], 1, d, c->norm_eps);
-        if (c->pattern[l] == MIXER_GLA) {
-            int H = c->gla_heads, K = gla_head_k(c), V = gla_head_v(c);
-            gla_project_forward(A, W, c, 1);
-            gla_recurrent_step(A->o, s->gla_state[l], A->q, A->k, A->v, A->a, H, K, V, 1.0f / sqrtf((float)K));
-            gla_output_forward(A->mixer, A, W, c, 1);
-        } else {
-            int H = c->attn_heads, Hkv = c->attn_kv_heads, D = attn_head_dim(c);
-            float* kc = s->k_cache[l] + (size_t)pos * Hkv * D;
-            float* vc = s->v_cache[l] + (size_t)pos * Hkv * D;
-            matmul_forward(A->q, A->ln1, W[W_ATT_Q], NULL, 1, d, H * D);
-            matmul_forward(kc, A->ln1, W[W_ATT_K], NULL, 1, d, Hkv * D);
-            matmul_forward(vc, A->ln1, W[W_ATT_V], NULL, 1, d, Hkv * D);
-            rope_forward(A->q, 1, 1, H, D, pos, c->rope_theta);
-            rope_forward(kc, 1, 1, Hkv, D, pos, c->rope_theta);
-            attention_step(A->att_out, s->att_row, A->q, s->k_cache[l], s->v_cache[l], pos, H, Hkv, D);
-            matmul_forward(A->mixer, A->att_out, W[W_ATT_O], NULL, 1, H * D, d);
-        }
+        decode_mixer(m, s, l, pos);
         for (int i = 0; i < d; i++) s->x[i] += A->mixer[i];
         rmsnorm_forward(A->ln2, A->ln2_rstd, s->x, W[W_MLP_NORM], 1, d, c->norm_eps);
         mlp_forward(A->mlp, A, W, c, 1);
@@ -1823,11 +2908,16 @@ int main(int argc, char** argv) {
     int d_model = 128, n_layer = 4, gla_heads = 2, attn_heads = 4, attn_kv_heads = 0, mlp_hidden = 0, tie = 1;
     const char* pattern = "gla:3";
     float expand_k = 0.5f, expand_v = 1.0f;
+    // the other linear families, fla's defaults scaled to d = 128: HGRN width d (expand ratio 1);
+    // HGRN2 head dim 128 (1 head); RetNet 4 heads (K = 32, V = 64); DeltaNet 2 heads (K = V = 64);
+    // GDN H·K = 0.75 d (3 heads of 32), V = 2K; short convs of 4; HGRN lower bounds on
+    int hgrn2_heads = 1, retnet_heads = 4, deltanet_heads = 2, gdn_heads = 3, gdn_head_dim = 32, gdn_expand_v = 2,
+        conv_size = 4, lower_bound = 1;
     // data and training
     const char *train_glob = "data/tinyshakespeare/tiny_shakespeare_train.bin",
                *val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin",
                *tok_path = "data/tokenizer_bytes.bin", *out_dir = "out", *prompt = "\n";
-    int B = 16, T = 256, steps = 1000, warmup = 50, val_every = 250, val_batches = 20, sample_every = 500,
+    int B = 32, T = 128, steps = 900, warmup = 50, val_every = 100, val_batches = 20, sample_every = 300,
         gen_tokens = 256, ckpt_every = 500, keep = 2, resume = 0, seed = 1337, chunk = 16, stop_at = 0;
     float lr = 3e-3f, min_lr_frac = 0.1f, wd = 0.1f, clip = 1.0f, max_time = 0.0f, temperature = 0.8f;
     Flag flags[] = {
@@ -1842,11 +2932,19 @@ int main(int argc, char** argv) {
         {"gla-heads", 0, FLAG_INT, &gla_heads, 1, 1024, "GLA heads"},
         {"expand-k", 0, FLAG_FLOAT, &expand_k, 0.0625, 4, "GLA key dim = d * expand-k"},
         {"expand-v", 0, FLAG_FLOAT, &expand_v, 0.0625, 4, "GLA value dim = d * expand-v"},
+        {"hgrn2-heads", 0, FLAG_INT, &hgrn2_heads, 1, 1024, "HGRN2 heads (key and value head dim d/heads)"},
+        {"retnet-heads", 0, FLAG_INT, &retnet_heads, 1, 1024, "RetNet heads (K = d/heads, V = 2d/heads)"},
+        {"deltanet-heads", 0, FLAG_INT, &deltanet_heads, 1, 1024, "DeltaNet heads (K = V = d/heads)"},
+        {"gdn-heads", 0, FLAG_INT, &gdn_heads, 1, 1024, "Gated DeltaNet heads"},
+        {"gdn-head-dim", 0, FLAG_INT, &gdn_head_dim, 1, 4096, "Gated DeltaNet key head dim K"},
+        {"gdn-expand-v", 0, FLAG_INT, &gdn_expand_v, 1, 16, "Gated DeltaNet value head dim = K * this"},
+        {"conv-size", 0, FLAG_INT, &conv_size, 1, 16, "short-convolution kernel of DeltaNet / GDN"},
+        {"lower-bound", 0, FLAG_INT, &lower_bound, 0, 1, "1: HGRN / HGRN2 forget gates get learned lower bounds"},
         {"attn-heads", 0, FLAG_INT, &attn_heads, 1, 1024, "attention heads (head dim d/heads)"},
         {"kv-heads", 0, FLAG_INT, &attn_kv_heads, 0, 1024, "attention key/value heads for GQA (0: = attn-heads)"},
         {"mlp-hidden", 0, FLAG_INT, &mlp_hidden, 0, 65536, "SwiGLU width (0: fla's rule, 8d/3 rounded up to 256)"},
         {"tie", 0, FLAG_INT, &tie, 0, 1, "1: LM head tied to the embedding"},
-        {"chunk", 0, FLAG_INT, &chunk, 1, 1024, "GLA chunk length for training"},
+        {"chunk", 0, FLAG_INT, &chunk, 1, 1024, "chunk length of the linear mixers in training"},
         {"batch", 'b', FLAG_INT, &B, 1, 4096, "batch size B"},
         {"seq-len", 'T', FLAG_INT, &T, 2, 65536, "sequence length T"},
         {"steps", 'n', FLAG_INT, &steps, 0, 100000000, "training steps (the cosine schedule's length)"},
@@ -1855,7 +2953,7 @@ int main(int argc, char** argv) {
         {"lr", 'l', FLAG_FLOAT, &lr, 0, 10, "peak learning rate"},
         {"warmup", 'u', FLAG_INT, &warmup, 0, 100000000, "linear warmup steps"},
         {"min-lr-frac", 'q', FLAG_FLOAT, &min_lr_frac, 0, 1, "final learning rate as a fraction of the peak"},
-        {"weight-decay", 'c', FLAG_FLOAT, &wd, 0, 10, "AdamW decoupled weight decay (matrices only)"},
+        {"weight-decay", 'c', FLAG_FLOAT, &wd, 0, 10, "AdamW decoupled weight decay (Linear weights, embedding, LM head)"},
         {"grad-clip", 'g', FLAG_FLOAT, &clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
         {"val-every", 'v', FLAG_INT, &val_every, 0, 100000000, "validation loss every N steps (0: only at the end)"},
         {"val-batches", 'm', FLAG_INT, &val_batches, 1, 100000, "validation batches"},
@@ -1897,6 +2995,15 @@ int main(int argc, char** argv) {
         cfg.attn_kv_heads = attn_kv_heads ? attn_kv_heads : attn_heads;
         cfg.rope_theta = 10000.0f;
         cfg.norm_eps = 1e-6f;
+        cfg.hgrn_dim = d_model;
+        cfg.hgrn2_heads = hgrn2_heads;
+        cfg.retnet_heads = retnet_heads;
+        cfg.deltanet_heads = deltanet_heads;
+        cfg.gdn_heads = gdn_heads;
+        cfg.gdn_head_dim = gdn_head_dim;
+        cfg.gdn_expand_v = gdn_expand_v;
+        cfg.conv_size = conv_size;
+        cfg.use_lower_bound = lower_bound;
         const char* bad = parse_pattern(pattern, n_layer, cfg.pattern);
         if (bad) fail("--pattern '%s': %s", pattern, bad);
         bad = validate_config(&cfg);
@@ -1925,7 +3032,7 @@ int main(int argc, char** argv) {
         ts.B = B;
         ts.T = T;
     }
-    mkdir(out_dir, 0755);
+    mkdir_p(out_dir);
 
     char pat[1024];
     format_pattern(&cfg, pat, sizeof(pat));
@@ -1935,6 +3042,18 @@ int main(int argc, char** argv) {
     printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
            cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
            cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
+    int others = 0;
+    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) { // the other linear families in the pattern
+        if (mix == MIXER_ATTN || mix == MIXER_GLA || !uses_mixer(&cfg, mix)) continue;
+        int H, K, V;
+        if (mix == MIXER_HGRN) {
+            printf("%shgrn(D=%d)", others++ ? " " : "       ", cfg.hgrn_dim);
+        } else {
+            mixer_dims(&cfg, mix, &H, &K, &V);
+            printf("%s%s(H=%d K=%d V=%d)", others++ ? " " : "       ", MIXER_NAMES[mix], H, K, V);
+        }
+    }
+    if (others) printf("%s\n", has_lower_bounds(&cfg) ? " lower bounds on" : "");
     printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
@@ -1963,7 +3082,7 @@ int main(int argc, char** argv) {
             uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
             generate(&model, &tok, prompt, gen_tokens, temperature, &srng);
         }
-        if ((ckpt_every && step % ckpt_every == 0 && step > start) || last) {
+        if ((ckpt_every && step % ckpt_every == 0 && step > first_step) || last) {
             ts.step = step;
             ts.shard = train.shard;
             ts.pos = train.pos;
