@@ -19,7 +19,7 @@ What is compared, like with like, for T = 128, 256, 512, 1024 at B*T = 4096 toke
   C      OMP_NUM_THREADS=2 ./train_gla -b B -T T -n STEPS -u 1 -v 0 -s 0 -G 0 -k 0 -m 1 -o /tmp/bench_out
          (the train_gla defaults: vocab 256, d 128, layers gla,gla,gla,attn, tied embeddings, SwiGLU
          512, GLA 2 heads Dk 64 Dv 128 gate rank 16 normaliser 16, attention 4 heads + RoPE, GLA
-         chunk 64, AdamW lr 3e-3 betas (0.9, 0.95) wd 0.1 on matrices, clip 1.0). ms/step is the
+         chunk 16 (train_gla's default; each side runs its own fastest chunk length), AdamW lr 3e-3 betas (0.9, 0.95) wd 0.1 on matrices, clip 1.0). ms/step is the
          trainer's own per-step time (batch + forward + backward + clip + AdamW); the median over
          the steps after the first 2 is reported. -m 1 only shortens the final validation that
          train_gla runs after the last step (it is not timed).
@@ -756,7 +756,7 @@ def main():
         print("other processes used < 5% of the CPUs during every run")
 
     print(f"\nparameters: {c['nparams']}; model: train_gla defaults (d 128, gla,gla,gla,attn, tied, SwiGLU 512,"
-          f" GLA 2 heads Dk 64 Dv 128, attn 4 heads, chunk 64); {args.threads} threads both sides; torch sgemm"
+          f" GLA 2 heads Dk 64 Dv 128, attn 4 heads; GLA chunk 16 in C, 64 in torch); {args.threads} threads both sides; torch sgemm"
           f" {info['mm1024']:.0f} GFLOP/s (OpenBLAS {info['core'] or '-'}); {steps} steps, median of the last"
           f" {steps - 2}")
     for malloc in variants:
