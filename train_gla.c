@@ -2285,7 +2285,6 @@ static int mixer_width(const Config* c, int mixer) {
 static int max_width(const Config* c) {
     int w = c->d_model;
     if (c->mlp_hidden > w) w = c->mlp_hidden;
-    if (c->vocab_size > w) w = c->vocab_size;
     for (int l = 0; l < c->n_layer; l++)
         if (mixer_width(c, c->pattern[l]) > w) w = mixer_width(c, c->pattern[l]);
     return w;
