@@ -97,6 +97,18 @@ static void atomic_commit(FILE* f, const char* tmp_path, const char* path) {
     if (rename(tmp_path, path) != 0) fail("cannot rename '%s' to '%s': %s", tmp_path, path, strerror(errno));
 }
 
+// The whole file at path, malloc'd with a NUL after its last byte; *n = its size in bytes.
+static unsigned char* read_whole_file(const char* path, size_t* n) {
+    FILE* f = fopen_check(path, "rb");
+    int64_t size = file_size(f);
+    unsigned char* buf = (unsigned char*)malloc_check((size_t)size + 1);
+    fread_check(buf, 1, (size_t)size, f, path);
+    fclose(f);
+    buf[size] = 0;
+    *n = (size_t)size;
+    return buf;
+}
+
 // mkdir -p: creates dir and its missing parents; fails with the reason if it cannot.
 static void mkdir_p(const char* dir) {
     char path[PATH_CAP];

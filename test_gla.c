@@ -986,15 +986,8 @@ static void test_resume(const char* dir) {
 
 // the whole file (NUL-terminated, malloc'd) and its size, or NULL when it cannot be read
 static unsigned char* tok_slurp(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return NULL;
-    int64_t size = file_size(f);
-    unsigned char* buf = (unsigned char*)malloc_check((size_t)size + 1);
-    fread_check(buf, 1, (size_t)size, f, path);
-    fclose(f);
-    buf[size] = 0;
-    *n = (size_t)size;
-    return buf;
+    if (access(path, R_OK) != 0) return NULL;
+    return read_whole_file(path, n);
 }
 
 static void tok_spit(const char* path, const void* data, size_t n) {

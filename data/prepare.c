@@ -52,15 +52,10 @@ static unsigned char* read_text(const char* src, size_t* n) {
             }
         }
     }
-    FILE* f = fopen_check(src, "rb");
-    int64_t size = file_size(f);
-    if (size < 1024) fail("'%s' has %lld bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, (long long)size);
-    unsigned char* text = (unsigned char*)malloc_check(size);
-    fread_check(text, 1, size, f, src);
-    fclose(f);
-    if (size != TINY_SHAKESPEARE_BYTES)
-        fprintf(stderr, "warning: '%s' has %lld bytes; Tiny Shakespeare has 1,115,394\n", src, (long long)size);
-    *n = (size_t)size;
+    unsigned char* text = read_whole_file(src, n);
+    if (*n < 1024) fail("'%s' has %zu bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, *n);
+    if (*n != TINY_SHAKESPEARE_BYTES)
+        fprintf(stderr, "warning: '%s' has %zu bytes; Tiny Shakespeare has 1,115,394\n", src, *n);
     return text;
 }
 

@@ -54,17 +54,6 @@ static int table_find(const TokenTable* tt, const unsigned char* s, int len) {
 
 // ---- reading the files
 
-static unsigned char* read_file(const char* path, size_t* n) {
-    FILE* f = fopen_check(path, "rb");
-    int64_t size = file_size(f);
-    unsigned char* buf = (unsigned char*)malloc_check((size_t)size + 1);
-    fread_check(buf, 1, (size_t)size, f, path);
-    fclose(f);
-    buf[size] = 0;
-    *n = (size_t)size;
-    return buf;
-}
-
 // Decodes one UTF-8 character at s[*i] (strictly) and advances *i; -1 if invalid.
 static int32_t utf8_next(const unsigned char* s, size_t n, size_t* i) {
     int len;
@@ -149,7 +138,7 @@ static size_t skip_space(const unsigned char* s, size_t n, size_t i) {
 // Reads encoder.json, {"token": id, ...}, into t's tokens (ids must be 0..V-1, each once).
 static void read_encoder(const char* path, Tokenizer* t, TokenTable* tt) {
     size_t n;
-    unsigned char* s = read_file(path, &n);
+    unsigned char* s = read_whole_file(path, &n);
     // first pass: count the entries (one ':' after each key) to size everything
     int count = 0;
     size_t i = skip_space(s, n, 0);
@@ -202,7 +191,7 @@ static void read_encoder(const char* path, Tokenizer* t, TokenTable* tt) {
 // Reads vocab.bpe ("#version" line, then one merge "A B" per line, best first) into t's merges.
 static void read_merges(const char* path, Tokenizer* t, const TokenTable* tt) {
     size_t n;
-    unsigned char* s = read_file(path, &n);
+    unsigned char* s = read_whole_file(path, &n);
     int cap = 1024, m = 0, line_no = 0;
     int32_t* merges = (int32_t*)malloc_check((size_t)cap * 3 * sizeof(int32_t));
     for (size_t i = 0; i < n;) {

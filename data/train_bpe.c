@@ -235,11 +235,8 @@ int main(int argc, char** argv) {
     if (*output) snprintf(out_path, sizeof(out_path), "%s", output);
     else snprintf(out_path, sizeof(out_path), "data/tokenizer_bpe%d.bin", vocab);
 
-    FILE* f = fopen_check(input, "rb");
-    size_t n = (size_t)file_size(f);
-    unsigned char* text = (unsigned char*)malloc_check(n + 1);
-    fread_check(text, 1, n, f, input);
-    fclose(f);
+    size_t n;
+    unsigned char* text = read_whole_file(input, &n);
     if (n == 0) fail("'%s' is empty", input);
     double t0 = now_s();
 
