@@ -3075,6 +3075,12 @@ int main(int argc, char** argv) {
     }
     if (others) printf("%s\n", has_lower_bounds(&cfg) ? " lower bounds on" : "");
     printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
+    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence (DecodeState)
+    for (int l = 0; l < cfg.n_layer; l++) {
+        state_floats += mixer_state_floats(&cfg, cfg.pattern[l]);
+        if (cfg.pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)cfg.attn_kv_heads * attn_head_dim(&cfg);
+    }
+    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
