@@ -7,6 +7,7 @@ pure-attention Transformer, trained on MQAR recall and on Tiny Shakespeare langu
   /usr/bin/python3 dev/ablate.py --grid full --estimate   # time a few steps, print the expected run time
   /usr/bin/python3 dev/ablate.py --grid full              # the paper's five ratios at depth 26
   /usr/bin/python3 dev/ablate.py --grid quick --report    # table and plots from the CSV alone
+  --task NAME                                              # only one task of the grid
 
 Every point of a grid (task, layer pattern, learning rate) is one ./train_gla run with the grid's
 width, depth, batch, steps (so token budget) and learning-rate sweep, whatever the mixer. Finished
@@ -20,6 +21,7 @@ Writes, for grid G:  dev/ablations/G/results.csv   one row per trained model
 Standard library only (no torch needed).
 """
 import argparse
+import concurrent.futures
 import csv
 import math
 import os
@@ -51,12 +53,13 @@ GRIDS = {
         tasks=[dict(name="mqar_T32_K4", kind="mqar", T=32, K=4, V=64, train=500, val=16, steps=5),
                dict(name="lm_shakespeare", kind="lm", T=32, steps=5)],
     ),
-    # The paper's ratios over 26 layers: 24:1 -> 1 attention layer, 12:1 -> 2, 6:1 -> 3, 3:1 -> 6.
+    # The paper's ratios over 26 layers: 24:1 -> 1 attention layer, 12:1 -> 2, 6:1 -> 3, 3:1 -> 6;
+    # Zoology's MQAR settings with its vocabulary of 8192.
     "full": dict(
-        d=128, L=26, ratios=["pure", "24", "12", "6", "3"], mlp=256, B=32, lrs=[3e-4, 1e-3, 3e-3],
-        tasks=[dict(name="mqar_T256_K16", kind="mqar", T=256, K=16, V=8192, train=100000, val=1000, steps=3000),
-               dict(name="mqar_T512_K64", kind="mqar", T=512, K=64, V=8192, train=50000, val=500, steps=3000),
-               dict(name="lm_shakespeare", kind="lm", T=256, steps=3000)],
+        d=64, L=26, ratios=["pure", "24", "12", "6", "3"], mlp=128, B=16, lrs=[1e-3, 3e-3],
+        tasks=[dict(name="mqar_T256_K16", kind="mqar", T=256, K=16, V=8192, train=100000, val=512, steps=1000),
+               dict(name="mqar_T512_K64", kind="mqar", T=512, K=64, V=8192, train=50000, val=256, steps=1000),
+               dict(name="lm_shakespeare", kind="lm", T=256, steps=1000)],
     ),
 }
 
@@ -77,6 +80,8 @@ def mixer_flags(d):
 def points(grid):
     """(task, mixer, ratio, pattern, lr) for every run of the grid, in training order."""
     for task in grid["tasks"]:
+        if grid.get("only_task") and task["name"] != grid["only_task"]:
+            continue
         for lr in grid["lrs"]:
             yield task, "attn", "attn", "attn", lr
             for fam in FAMILIES:
@@ -133,48 +138,61 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def run_grid(name, grid, root, results):
+def train_point(grid, point, root, threads):
+    """Runs one point with `threads` OpenMP threads; returns its CSV row."""
+    task, mixer, ratio, pattern, lr = point
+    data = task_data(task, root)
+    out = os.path.join(root, "runs", task["name"], f"{pattern.replace(':', '_')}_lr{lr:g}")
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+    proc = subprocess.run(command(grid, task, pattern, lr, data, out), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    wall = time.time() - t0
+    with open(os.path.join(out, "train.log"), "w") as f:
+        f.write(proc.stdout)
+    n_attn = grid["L"] if mixer == "attn" else (0 if ratio == "pure" else grid["L"] // (int(ratio) + 1))
+    return dict(task=task["name"], mixer=mixer, ratio=ratio_label(ratio) if mixer != "attn" else "attn",
+                pattern=pattern, layers=grid["L"], attn_layers=n_attn, width=grid["d"],
+                tokens=task["steps"] * grid["B"] * task["T"], lr=f"{lr:g}", wall_s=f"{wall:.1f}",
+                status="ok" if proc.returncode == 0 else f"exit {proc.returncode}", **parse_log(proc.stdout, task["T"]))
+
+
+def run_grid(name, grid, root, results, jobs, threads):
+    """Trains the points not yet in the CSV, `jobs` at a time, appending a row as each finishes."""
     rows = read_rows(results)
     done = {(r["task"], r["pattern"], float(r["lr"])) for r in rows}
     todo = [p for p in points(grid) if (p[0]["name"], p[3], p[4]) not in done]
     total = len(list(points(grid)))
-    print(f"grid '{name}': {total} points, {total - len(todo)} done, {len(todo)} to train", flush=True)
-    new_file = not os.path.exists(results)
+    print(f"grid '{name}': {total} points, {total - len(todo)} done, {len(todo)} to train "
+          f"({jobs} at a time, {threads} thread(s) each)", flush=True)
+    for task in {p[0]["name"]: p[0] for p in todo}.values():
+        task_data(task, root)  # make the data once, before the jobs race for it
     t_grid = time.time()
-    for i, (task, mixer, ratio, pattern, lr) in enumerate(todo):
-        data = task_data(task, root)
-        out = os.path.join(root, "runs", task["name"], f"{pattern.replace(':', '_')}_lr{lr:g}")
-        os.makedirs(out, exist_ok=True)
-        t0 = time.time()
-        proc = subprocess.run(command(grid, task, pattern, lr, data, out), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        wall = time.time() - t0
-        with open(os.path.join(out, "train.log"), "w") as f:
-            f.write(proc.stdout)
-        r = parse_log(proc.stdout, task["T"])
-        n_attn = grid["L"] if mixer == "attn" else (0 if ratio == "pure" else grid["L"] // (int(ratio) + 1))
-        row = dict(task=task["name"], mixer=mixer, ratio=ratio_label(ratio) if mixer != "attn" else "attn",
-                   pattern=pattern, layers=grid["L"], attn_layers=n_attn, width=grid["d"],
-                   tokens=task["steps"] * grid["B"] * task["T"], lr=f"{lr:g}", wall_s=f"{wall:.1f}",
-                   status="ok" if proc.returncode == 0 else f"exit {proc.returncode}", **r)
-        with open(results, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            if new_file:
-                w.writeheader()
-                new_file = False
-            w.writerow(row)
-        elapsed = time.time() - t_grid
-        left = elapsed / (i + 1) * (len(todo) - i - 1)
-        metric = f"recall {row['recall']}" if task["kind"] == "mqar" else f"val loss {row['val_loss']}"
-        print(f"[{total - len(todo) + i + 1}/{total}] {task['name']:15s} {pattern:22s} lr {lr:g}: {metric}, "
-              f"{row['status']}, {wall:.1f} s (elapsed {elapsed / 60:.1f} min, about {left / 60:.1f} min left)",
-              flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {pool.submit(train_point, grid, p, root, threads): p for p in todo}
+        for i, fut in enumerate(concurrent.futures.as_completed(running)):
+            task, row = running[fut][0], fut.result()
+            new_file = not os.path.exists(results)
+            with open(results, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                if new_file:
+                    w.writeheader()
+                w.writerow(row)
+            elapsed = time.time() - t_grid
+            left = elapsed / (i + 1) * (len(todo) - i - 1)
+            metric = f"recall {row['recall']}" if task["kind"] == "mqar" else f"val loss {row['val_loss']}"
+            print(f"[{total - len(todo) + i + 1}/{total}] {task['name']:15s} {row['pattern']:22s} lr {row['lr']}: "
+                  f"{metric}, {row['status']}, {row['wall_s']} s (elapsed {elapsed / 60:.1f} min, about "
+                  f"{left / 60:.1f} min left)", flush=True)
+    print(f"trained {len(todo)} points in {(time.time() - t_grid) / 60:.1f} min", flush=True)
 
 
 def estimate(name, grid, root):
     """Times a few steps of each pure family and of attention per task; a hybrid costs the layer mix."""
     total = 0.0
     for task in grid["tasks"]:
+        if grid["only_task"] and task["name"] != grid["only_task"]:
+            continue
         data = task_data(task, root)
         per_step = {}
         for mixer in ["attn"] + FAMILIES:
@@ -362,11 +380,16 @@ def main():
     ap.add_argument("--grid", choices=sorted(GRIDS), default="quick")
     ap.add_argument("--report", action="store_true", help="only write the table and plots from the CSV")
     ap.add_argument("--estimate", action="store_true", help="time a few steps per mixer; print the expected run time")
+    ap.add_argument("--task", default="", help="train (or estimate) only this task of the grid, e.g. mqar_T256_K16")
+    ap.add_argument("--jobs", type=int, default=2, help="points trained at once (default 2)")
+    ap.add_argument("--threads", type=int, default=0, help="OpenMP threads per point (default: cores / jobs)")
     args = ap.parse_args()
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     if not os.path.exists("./train_gla") or not os.path.exists("./data/mqar"):
         sys.exit("error: build first: make train_gla data/mqar data/prepare")
-    grid = GRIDS[args.grid]
+    grid = dict(GRIDS[args.grid], only_task=args.task)
+    if args.task and args.task not in [t["name"] for t in grid["tasks"]]:
+        sys.exit(f"error: grid '{args.grid}' has no task '{args.task}' ({', '.join(t['name'] for t in grid['tasks'])})")
     out_dir = os.path.join("dev", "ablations", args.grid)
     root = os.path.join("out", "ablate", args.grid)
     os.makedirs(out_dir, exist_ok=True)
@@ -375,7 +398,8 @@ def main():
         estimate(args.grid, grid, root)
         return
     if not args.report:
-        run_grid(args.grid, grid, root, os.path.join(out_dir, "results.csv"))
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        run_grid(args.grid, grid, root, os.path.join(out_dir, "results.csv"), max(1, args.jobs), threads)
     report(args.grid, grid, out_dir)
 
 
