@@ -94,9 +94,13 @@ static void dump_load(Dump* d, const char* path) {
         if ((r->dtype != 1 && r->dtype != 2) || r->ndim < 0 || r->ndim > 4)
             fail("'%s': record %d ('%.96s') has dtype %d, ndim %d", path, i, r->name, r->dtype, r->ndim);
         r->numel = 1;
+        int64_t left = file_size(f) - ftello(f); // bytes after this record's name and meta
         for (int k = 0; k < r->ndim; k++) {
             r->shape[k] = meta[2 + k];
             if (r->shape[k] < 0) fail("'%s': record '%s' has a negative dimension", path, r->name);
+            if (r->shape[k] > 0 && r->numel > (size_t)(left / 4) / (size_t)r->shape[k])
+                fail("'%s': record '%s' (shape %d in dim %d) needs more than the %lld bytes left (truncated or corrupt)",
+                     path, r->name, r->shape[k], k, (long long)left);
             r->numel *= (size_t)r->shape[k];
         }
         r->data = malloc_check(r->numel * 4);
@@ -1335,10 +1339,10 @@ static void test_tokenizers(void) {
     long merges_at = (long)size - 43 * 12; // the first merge of the trained BPE
     free(bpe_file);
     tok_check_rejects(dir, path, "truncated header", 500, 0, NULL, 0, "too short to be a tokenizer file");
-    tok_check_rejects(dir, path, "truncated tokens", 1024 + 300, 0, NULL, 0, "is truncated");
+    tok_check_rejects(dir, path, "truncated tokens", 1024 + 300, 0, NULL, 0, "truncated: 256 tokens and 0 merges need at least 1536 bytes");
     tok_check_rejects(dir, path2, "truncated merges", (long)size - 6, 0, NULL, 0, "truncated");
     v = 12345;
-    tok_check_rejects(dir, path, "wrong magic", -1, 0, &v, 4, "is not a tokenizer file: magic 12345");
+    tok_check_rejects(dir, path, "wrong magic", -1, 0, &v, 4, "not a tokenizer file: magic 12345, expected 20261103");
     v = 2;
     tok_check_rejects(dir, path, "wrong version", -1, 4, &v, 4, "tokenizer file version 2, this program reads version 1");
     v = 7;

@@ -2750,7 +2750,8 @@ int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
 
 // ----------------------------------------------------------------------------
 // optimizer-state file: header [0] magic [1] version [2] step [3] shard [4,5] data position (lo, hi)
-// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T; then AdamW m and v.
+// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T [12,13] fingerprint of
+// the model's config (lo, hi; 0 in files written before it existed); then AdamW m and v.
 
 typedef struct {
     int step;
@@ -2760,13 +2761,24 @@ typedef struct {
     int B, T;
 } TrainState;
 
+// FNV-1a of the model's checkpoint header: two configs with the same parameter count (the same
+// mixers in another order, say) still differ here. Never 0.
+static uint64_t config_fingerprint(const Model* m) {
+    int32_t h[256];
+    config_to_header(&m->config, m->num_params, h);
+    uint64_t fp = hash_bytes((const unsigned char*)h, sizeof(h));
+    return fp ? fp : 1;
+}
+
 void state_write(const char* path, const Model* m, const TrainState* s) {
     char tmp[PATH_CAP];
     int32_t h[256] = {STATE_MAGIC, STATE_VERSION, s->step, s->shard};
+    uint64_t fp = config_fingerprint(m);
     h[4] = (int32_t)(s->pos & 0xffffffff); h[5] = (int32_t)(s->pos >> 32);
     h[6] = (int32_t)(s->rng & 0xffffffff); h[7] = (int32_t)(s->rng >> 32);
     h[8] = (int32_t)(m->num_params & 0xffffffff); h[9] = (int32_t)((uint64_t)m->num_params >> 32);
     h[10] = s->B; h[11] = s->T;
+    h[12] = (int32_t)(fp & 0xffffffff); h[13] = (int32_t)(fp >> 32);
     FILE* f = atomic_open(path, tmp);
     fwrite_check(h, sizeof(int32_t), 256, f, tmp);
     fwrite_check(m->adam_m, sizeof(float), m->num_params, f, tmp);
@@ -2774,6 +2786,8 @@ void state_write(const char* path, const Model* m, const TrainState* s) {
     atomic_commit(f, tmp, path);
 }
 
+// Reads an optimizer-state file into m's AdamW moments and *s, checking it against the model m:
+// parameter count, config fingerprint, file length, finite moments.
 void state_read(const char* path, Model* m, TrainState* s) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[256];
@@ -2785,9 +2799,13 @@ void state_read(const char* path, Model* m, TrainState* s) {
     size_t n = (size_t)(uint32_t)h[8] | ((size_t)(uint32_t)h[9] << 32);
     s->B = h[10];
     s->T = h[11];
+    uint64_t fp = (uint64_t)(uint32_t)h[12] | ((uint64_t)(uint32_t)h[13] << 32), want_fp = config_fingerprint(m);
     if (n != m->num_params) fail("'%s' holds optimizer state for %zu parameters, the model has %zu", path, n, m->num_params);
+    if (fp != 0 && fp != want_fp)
+        fail("'%s' was written for another model config (fingerprint %016llx, this model's is %016llx): it does "
+             "not belong to this checkpoint", path, (unsigned long long)fp, (unsigned long long)want_fp);
     if (s->step < 0) fail("'%s': negative step %d", path, s->step);
-    int64_t want = 1024 + 8 * (int64_t)n, have = file_size(f);
+    int64_t want = HEADER_BYTES + 8 * (int64_t)n, have = file_size(f);
     if (have != want) fail("'%s' is %lld bytes, expected %lld (truncated or corrupt)", path, (long long)have, (long long)want);
     fread_check(m->adam_m, sizeof(float), n, f, path);
     fread_check(m->adam_v, sizeof(float), n, f, path);
@@ -2966,7 +2984,7 @@ int main(int argc, char** argv) {
     };
     parse_flags(argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
                 "Trains a GLA / softmax-attention hybrid language model on the CPU.");
-    if (warmup > steps && steps > 0) fail("--warmup %d exceeds --steps %d", warmup, steps);
+    if (warmup > steps && steps > 0) usage_error(argv[0], "--warmup %d exceeds --steps %d", warmup, steps);
 
     Tokenizer tok;
     tokenizer_load(&tok, tok_path);
@@ -3004,9 +3022,9 @@ int main(int argc, char** argv) {
         cfg.conv_size = conv_size;
         cfg.use_lower_bound = lower_bound;
         const char* bad = parse_pattern(pattern, n_layer, cfg.pattern);
-        if (bad) fail("--pattern '%s': %s", pattern, bad);
+        if (bad) usage_error(argv[0], "--pattern '%s': %s", pattern, bad);
         bad = validate_config(&cfg);
-        if (bad) fail("bad model flags: %s", bad);
+        if (bad) usage_error(argv[0], "bad model flags: %s", bad);
     }
     if (cfg.vocab_size != tok.vocab_size)
         fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d)", cfg.vocab_size, tok_path, tok.vocab_size);
