@@ -141,12 +141,13 @@ static const char* error_message(const char* fmt, ...) {
 // enough, magic, version. Copies it to h[256] (zeros when too short). Returns NULL or a message.
 static const char* header_check(int32_t h[256], const unsigned char* head, int64_t size, int32_t magic,
                                 int32_t version, const char* what) {
+    const char* article = strchr("aeiou", what[0]) ? "an" : "a";
     memset(h, 0, HEADER_BYTES);
     if (size < HEADER_BYTES)
-        return error_message("too short to be a %s (%lld bytes, the header alone is %d)", what, (long long)size,
-                             HEADER_BYTES);
+        return error_message("too short to be %s %s (%lld bytes, the header alone is %d)", article, what,
+                             (long long)size, HEADER_BYTES);
     memcpy(h, head, HEADER_BYTES);
-    if (h[0] != magic) return error_message("not a %s: magic %d, expected %d", what, h[0], magic);
+    if (h[0] != magic) return error_message("not %s %s: magic %d, expected %d", article, what, h[0], magic);
     if (h[1] != version) return error_message("%s version %d, this program reads version %d", what, h[1], version);
     return NULL;
 }

@@ -2821,6 +2821,32 @@ static void ckpt_path(char* out, size_t cap, const char* dir, const char* kind, 
     snprintf(out, cap, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") ? ".bin" : "");
 }
 
+// The step of a DONE marker's path ".../DONE_<digits>", or -1 for anything else (the marker's own
+// DONE_<step>.tmp, left behind by a run killed while writing it, is not a marker).
+static int marker_step(const char* path) {
+    const char* digits = strrchr(path, '_') + 1;
+    if (!*digits || strspn(digits, "0123456789") != strlen(digits)) return -1;
+    return atoi(digits);
+}
+
+// The steps of the complete checkpoints in dir (those with a DONE marker), ascending, malloc'd into
+// *steps; returns their count.
+static int checkpoint_steps(const char* dir, int** steps) {
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
+    int n = 0;
+    if (glob(pattern, 0, NULL, &g) == 0) { // sorted, and %08d sorts by number
+        *steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            if (marker_step(g.gl_pathv[i]) >= 0) (*steps)[n++] = marker_step(g.gl_pathv[i]);
+        globfree(&g);
+    } else {
+        *steps = NULL;
+    }
+    return n;
+}
+
 void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int keep) {
     char path[PATH_CAP];
     for (size_t i = 0; i < m->num_params; i++)
@@ -2835,32 +2861,23 @@ void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int k
     atomic_commit(f, tmp, path);
     // drop checkpoints older than the `keep` most recent (marker first, so none is left half-deleted
     // with its marker)
-    glob_t g;
-    char pattern[PATH_CAP];
-    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
-    if (keep > 0 && glob(pattern, 0, NULL, &g) == 0) {
-        for (int i = 0; i + keep < (int)g.gl_pathc; i++) {
-            int old = atoi(strrchr(g.gl_pathv[i], '_') + 1);
-            const char* kinds[] = {"DONE", "model", "state"};
-            for (int k = 0; k < 3; k++) { ckpt_path(path, sizeof(path), dir, kinds[k], old); remove(path); }
+    int* steps;
+    int n = checkpoint_steps(dir, &steps);
+    const char* kinds[] = {"DONE", "model", "state"};
+    for (int i = 0; keep > 0 && i + keep < n; i++)
+        for (int k = 0; k < 3; k++) {
+            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
+            remove(path);
         }
-        globfree(&g);
-    }
+    free(steps);
 }
 
 // highest step with a DONE marker in dir, or −1
 int latest_checkpoint(const char* dir) {
-    glob_t g;
-    char pattern[PATH_CAP];
-    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
-    int best = -1;
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc; i++) {
-            int s = atoi(strrchr(g.gl_pathv[i], '_') + 1);
-            if (s > best) best = s;
-        }
-        globfree(&g);
-    }
+    int* steps;
+    int n = checkpoint_steps(dir, &steps);
+    int best = n > 0 ? steps[n - 1] : -1;
+    free(steps);
     return best;
 }
 
@@ -3032,6 +3049,13 @@ int main(int argc, char** argv) {
     Model model;
     model_build(&model, &cfg);
     model.chunk_size = chunk;
+    // parameters, gradients, two AdamW moments and the activations, refused before any is touched
+    double MiB = 1.0 / 1048576.0;
+    size_t act_floats = model_count_acts(&model, B, T);
+    double need = (model.num_params * 16.0 + act_floats * 4.0) * MiB;
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
+    if (ram > 0 && need > 0.9 * ram)
+        fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
     DataLoader train, val;
     loader_init(&train, train_glob, B, T, cfg.vocab_size);
     loader_init(&val, val_glob, B, T, cfg.vocab_size);
@@ -3053,9 +3077,6 @@ int main(int argc, char** argv) {
 
     char pat[1024];
     format_pattern(&cfg, pat, sizeof(pat));
-    double MiB = 1.0 / 1048576.0;
-    size_t act_floats = model_count_acts(&model, B, T);
-    double need = (model.num_params * 16.0 + act_floats * 4.0) * MiB;   // params, grads, 2 moments
     printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
            cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
            cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
@@ -3075,9 +3096,6 @@ int main(int argc, char** argv) {
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
-    double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
-    if (ram > 0 && need > 0.9 * ram)
-        fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
     model_alloc_acts(&model, B, T);
 #ifdef _OPENMP
     printf("threads: %d\n", omp_get_max_threads());
