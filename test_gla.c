@@ -1527,7 +1527,7 @@ static void test_bad_input(const char* dir) {
     mkdir_p(other);
     snprintf(path, sizeof(path), "%s/bad.bin", other);
     damage_copy("dev/dumps/gla_pure.bin", path, -1, 0, &v, 4);
-    snprintf(cmd, sizeof(cmd), "./test_gla '%s'", other);
+    snprintf(cmd, sizeof(cmd), "%s/test_gla '%s'", bin, other);
     check_fails("reference dump (wrong magic) given to test_gla", cmd, log, "not a reference dump: magic 12345", NULL);
     int32_t record[2] = {1, 1}; // the first record becomes float32 of 1 dimension ...
     damage_copy("dev/dumps/gla_pure.bin", path, -1, 1024 + 96, record, 8);
