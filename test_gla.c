@@ -1634,7 +1634,8 @@ static int resume_matches(const char* dir, const char* full, const char* flags, 
 // (`kind` = model, state or DONE) is a named pipe, so the program blocks in it. For model and state
 // it is killed after we have read 4 KiB of the file (in the middle of writing it), for DONE while it
 // opens the marker (both other files are complete). The pipe is then replaced by the 4 KiB the
-// program wrote, as a regular file: what a kill leaves on disk.
+// program wrote, as a regular file: what a kill leaves on disk. `before` names the file whose
+// arrival shows the program has gone past the previous file (DONE of step 5, model or state of 6).
 static void kill_in_save(const char* dir, const char* full, const char* flags, const char* kind, const char* before) {
     char out[PATH_CAP], fifo[PATH_CAP], wait_path[PATH_CAP], log[PATH_CAP], cmd[3 * PATH_CAP], what[128];
     snprintf(out, sizeof(out), "%s/kill_%s", dir, kind);
