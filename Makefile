@@ -29,7 +29,7 @@ NVCC := $(shell command -v nvcc 2>/dev/null)
 
 DATA = data/tinyshakespeare/tiny_shakespeare_train.bin
 TOKENIZER = data/tokenizer_bytes.bin
-DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize
+DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize data/mqar
 # the text for make data-bpe: $(TINYSHAKESPEARE), else the copy data/prepare downloads
 TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare/input.txt)
 BPE_VOCAB ?= 2048

@@ -631,14 +631,19 @@ static void checkpoint_read_params(const char* path, const Config* c, float* par
 // Decoding concatenates the tokens' bytes, whatever they are (a token may end inside a UTF-8
 // character). Encoding never produces the EOT token: "<|endoftext|>" in a text is plain text.
 
+#define IGNORE_INDEX (-100)  // a target the loss skips (fla's and PyTorch's convention)
+
 #define TOKENIZER_MAGIC 20261103
 #define TOKENIZER_VERSION 1
 #define TOKENIZER_MAX_VOCAB (1 << 24)
 #define TOKEN_MAX_BYTES 255  // lengths are stored as uint8
-enum { TOKENIZER_BYTES = 0, TOKENIZER_BPE = 1 };
+// bytes: 256 tokens, one per byte. BPE: GPT-2-style byte-level BPE. Symbols: a fixed vocabulary of
+// named tokens for synthetic tasks (MQAR): token i is a name and one space ("k17 "); text is
+// encoded by splitting it at whitespace and looking each word up.
+enum { TOKENIZER_BYTES = 0, TOKENIZER_BPE = 1, TOKENIZER_SYMBOLS = 2 };
 
 typedef struct {
-    int kind;                     // TOKENIZER_BYTES or TOKENIZER_BPE
+    int kind;                     // TOKENIZER_BYTES, TOKENIZER_BPE or TOKENIZER_SYMBOLS
     int vocab_size;               // V
     int eot_id;                   // end-of-text token, -1: none
     unsigned char** token_bytes;  // token_bytes[i] has token_len[i] bytes
@@ -683,18 +688,65 @@ static void tokenizer_free(Tokenizer* t) {
     memset(t, 0, sizeof(*t));
 }
 
+// a 64-bit mix (murmur3's finalizer) for the pair table's slots
+static uint64_t hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+// FNV-1a over bytes, for the hash tables of the tokenizer builders
+static uint64_t hash_bytes(const unsigned char* s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// The symbols rules of tokenizer_check (below): names of printable non-space bytes, then one space, all distinct.
+static const char* symbols_check(const Tokenizer* t) {
+    int V = t->vocab_size;
+    if (t->n_merges != 0) return error_message("a symbols tokenizer has no merges, this one has %d", t->n_merges);
+    for (int i = 0; i < V; i++) {
+        const unsigned char* b = t->token_bytes[i];
+        int n = t->token_len[i];
+        if (n < 2 || b[n - 1] != ' ') return error_message("symbol %d is not a name followed by one space", i);
+        for (int j = 0; j < n - 1; j++)
+            if (b[j] <= ' ' || b[j] == 127) return error_message("symbol %d has a space or control byte in its name", i);
+    }
+    // distinct names: an open-addressing table of ids keyed by the name's hash
+    size_t cap = 16;
+    while (cap < 2 * (size_t)V) cap *= 2;
+    int* slot = (int*)malloc_check(cap * sizeof(int));
+    for (size_t k = 0; k < cap; k++) slot[k] = -1;
+    const char* bad = NULL;
+    for (int i = 0; i < V && !bad; i++) {
+        size_t k = hash_bytes(t->token_bytes[i], t->token_len[i]) & (cap - 1);
+        for (; slot[k] >= 0 && !bad; k = (k + 1) & (cap - 1))
+            if (t->token_len[slot[k]] == t->token_len[i] && memcmp(t->token_bytes[slot[k]], t->token_bytes[i], t->token_len[i]) == 0)
+                bad = error_message("symbols %d and %d have the same name", slot[k], i);
+        slot[k] = i;
+    }
+    free(slot);
+    return bad;
+}
+
 // Checks everything the file format promises and encoding relies on; returns NULL or a message
 // naming the first problem (it does not exit: writers, loaders and tests share it).
 //   - kind known, 1 <= V <= 2^24, EOT in [-1, V), 0 <= M <= V, every token 1..255 bytes;
 //   - bytes: token b < 256 is the byte b, no merges;
+//   - symbols: no merges; every token is a name of printable non-space bytes and one space, and
+//     no two tokens are the same (so that encoding by name is unambiguous);
 //   - BPE: each of the 256 byte values is exactly one token; merge k = (l, r, m) has ids in
 //     [0, V), m's bytes are l's then r's, m is made by no other merge, and l and r are bytes or
 //     made by merges before k. The last rule (true of GPT-2's merges and of any trained list) is
 //     what makes bpe_piece's heap order equal GPT-2's merge loop.
 static const char* tokenizer_check(const Tokenizer* t) {
     int V = t->vocab_size, M = t->n_merges;
-    if (t->kind != TOKENIZER_BYTES && t->kind != TOKENIZER_BPE)
-        return error_message("unknown tokenizer kind %d (0 = bytes, 1 = BPE)", t->kind);
+    if (t->kind != TOKENIZER_BYTES && t->kind != TOKENIZER_BPE && t->kind != TOKENIZER_SYMBOLS)
+        return error_message("unknown tokenizer kind %d (0 = bytes, 1 = BPE, 2 = symbols)", t->kind);
     if (V < 1 || V > TOKENIZER_MAX_VOCAB) return error_message("vocab size %d outside [1, %d]", V, TOKENIZER_MAX_VOCAB);
     if (t->eot_id < -1 || t->eot_id >= V) return error_message("EOT id %d outside [-1, %d)", t->eot_id, V);
     if (M < 0 || M > V) return error_message("%d merges for %d tokens", M, V);
@@ -710,6 +762,7 @@ static const char* tokenizer_check(const Tokenizer* t) {
                 return error_message("byte tokenizer: token %d is not the byte 0x%02x", b, b);
         return NULL;
     }
+    if (t->kind == TOKENIZER_SYMBOLS) return symbols_check(t);
     int byte_token[256];
     for (int b = 0; b < 256; b++) byte_token[b] = -1;
     for (int i = 0; i < V; i++) {
@@ -745,23 +798,6 @@ static const char* tokenizer_check(const Tokenizer* t) {
 }
 
 static uint64_t tokenizer_pair_key(int left, int right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
-
-// a 64-bit mix (murmur3's finalizer) for the pair table's slots
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
-// FNV-1a over bytes, for the hash tables of the tokenizer builders
-static uint64_t hash_bytes(const unsigned char* s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
 
 // Builds what encoding needs from a valid tokenizer: byte_token[] and the (left, right) -> rank table.
 static void tokenizer_index(Tokenizer* t) {
@@ -838,8 +874,8 @@ static const char* tokenizer_parse(Tokenizer* t, const unsigned char* data, size
     if (bad) return bad;
     int kind = h[2], V = h[3], eot = h[4], M = h[5];
     // the sizes first, so that a corrupt header cannot make us allocate or read absurd amounts
-    if (kind != TOKENIZER_BYTES && kind != TOKENIZER_BPE)
-        return error_message("unknown tokenizer kind %d (this build reads 0 = bytes, 1 = BPE)", kind);
+    if (kind != TOKENIZER_BYTES && kind != TOKENIZER_BPE && kind != TOKENIZER_SYMBOLS)
+        return error_message("unknown tokenizer kind %d (this build reads 0 = bytes, 1 = BPE, 2 = symbols)", kind);
     if (V < 1 || V > TOKENIZER_MAX_VOCAB)
         return error_message("vocab size %d outside [1, %d] (corrupt header)", V, TOKENIZER_MAX_VOCAB);
     if (M < 0 || M > V) return error_message("%d merges for %d tokens (corrupt header)", M, V);
@@ -917,10 +953,12 @@ static size_t tokenizer_decode(const Tokenizer* t, const int* ids, size_t n, uns
 }
 
 // How many bytes of text ids[0..n) stand for: the sum of their lengths, the EOT token counting 0
-// (it marks a document boundary, not text). Loss in bits per byte = sum of -log2 p / this.
+// (it marks a document boundary, not text), as do ignored targets (IGNORE_INDEX). Loss in bits per
+// byte = sum of -log2 p / this.
 static double tokens_byte_count(const Tokenizer* t, const int* ids, size_t n) {
     double bytes = 0.0;
     for (size_t i = 0; i < n; i++) {
+        if (ids[i] == IGNORE_INDEX) continue;
         if (ids[i] < 0 || ids[i] >= t->vocab_size)
             fail("token id %d (position %zu) outside the vocabulary [0, %d)", ids[i], i, t->vocab_size);
         if (ids[i] != t->eot_id) bytes += t->token_len[ids[i]];
@@ -1263,12 +1301,29 @@ static size_t bpe_piece(const Tokenizer* t, const unsigned char* s, size_t n, in
     return m;
 }
 
+// The id of the symbol named name[0..n) (its bytes without the trailing space); fails if none is.
+static int symbol_id(const Tokenizer* t, const unsigned char* name, size_t n) {
+    for (int i = 0; i < t->vocab_size; i++)
+        if ((size_t)t->token_len[i] == n + 1 && memcmp(t->token_bytes[i], name, n) == 0) return i;
+    fail("'%.*s' is not a symbol of this tokenizer (symbols tokenizers encode whitespace-separated names)", (int)n, name);
+}
+
 // Encodes text[0..n) (any bytes) into *ids (malloc'd); returns the token count (<= n).
+// Symbols tokenizers split the text at whitespace and look each word up by name.
 static size_t tokenizer_encode_bytes(const Tokenizer* t, const unsigned char* text, size_t n, int** ids) {
     int* out = (int*)malloc_check(n * sizeof(int));
     size_t m = 0;
     if (t->kind == TOKENIZER_BYTES) {
         for (; m < n; m++) out[m] = t->byte_token[text[m]];
+    } else if (t->kind == TOKENIZER_SYMBOLS) {
+        for (size_t i = 0; i < n;) {
+            while (i < n && text[i] <= ' ') i++;
+            size_t e = i;
+            while (e < n && text[e] > ' ') e++;
+            if (e == i) break;
+            out[m++] = symbol_id(t, text + i, e - i);
+            i = e;
+        }
     } else {
         BpeWork w = {0};
         for (size_t i = 0, e; i < n; i = e) {
@@ -1339,9 +1394,66 @@ static size_t shard_load(const char* path, uint16_t** tokens, int vocab_size) {
     return n;
 }
 
-// Sequential loader over a glob of shards: batch b covers tokens [pos, pos + B*T + 1) of the
-// current shard; inputs are the first B*T, targets the same shifted by one. Deterministic, and
-// its whole state is (shard, pos), which the optimizer-state file saves for bit-identical resume.
+// ----------------------------------------------------------------------------
+// target shards: the targets of a synthetic task (MQAR) that scores only some positions. They sit
+// beside their token shard X.bin as X.targets: header [0] 20261104 [1] version 1 [2] count (= the
+// token shard's) [3] example length E; then uint16 targets aligned with the tokens (target i is
+// what the model should predict after reading token i), TARGET_IGNORED where nothing is scored.
+// Examples are E tokens each, so training on them needs T = E (each row one example).
+
+#define TARGETS_MAGIC 20261104
+#define TARGETS_VERSION 1
+#define TARGET_IGNORED 0xFFFF
+
+// X.bin -> X.targets (any other name: name + ".targets")
+static void targets_path(char out[PATH_CAP], const char* shard) {
+    size_t n = strlen(shard);
+    if (n >= 4 && strcmp(shard + n - 4, ".bin") == 0) n -= 4;
+    if (snprintf(out, PATH_CAP, "%.*s.targets", (int)n, shard) >= PATH_CAP) fail("path too long: '%s'", shard);
+}
+
+// targets (n,), each < vocab or TARGET_IGNORED; E = example length
+static void targets_write(const char* path, const uint16_t* targets, size_t n, int E) {
+    char tmp[PATH_CAP];
+    if (n > 0x7fffffff) fail("'%s': %zu targets do not fit one file (max 2^31-1)", path, n);
+    int32_t h[256] = {TARGETS_MAGIC, TARGETS_VERSION, (int32_t)n, E};
+    FILE* f = atomic_open(path, tmp);
+    fwrite_check(h, sizeof(int32_t), 256, f, tmp);
+    fwrite_check(targets, sizeof(uint16_t), n, f, tmp);
+    atomic_commit(f, tmp, path);
+}
+
+// Loads the targets of a shard of n_tokens tokens into *targets (n,); returns the example length.
+static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, int vocab_size) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[256];
+    read_header(h, f, path, TARGETS_MAGIC, TARGETS_VERSION, "target shard");
+    if (h[2] < 0 || (size_t)h[2] != n_tokens)
+        fail("'%s' holds %d targets, its token shard %zu tokens (they must be made together)", path, h[2], n_tokens);
+    int E = h[3];
+    if (E < 1 || n_tokens % E != 0)
+        fail("'%s': example length %d does not divide the %zu tokens (corrupt header)", path, E, n_tokens);
+    int64_t want = 1024 + 2 * (int64_t)n_tokens, have = file_size(f);
+    if (have != want)
+        fail("'%s': header says %zu targets (%lld bytes), the file has %lld bytes", path, n_tokens, (long long)want,
+             (long long)have);
+    if (vocab_size > TARGET_IGNORED)
+        fail("'%s': a vocabulary of %d tokens collides with the 'not scored' mark %d", path, vocab_size, TARGET_IGNORED);
+    *targets = (uint16_t*)malloc_check(n_tokens * sizeof(uint16_t));
+    fread_check(*targets, sizeof(uint16_t), n_tokens, f, path);
+    fclose(f);
+    for (size_t i = 0; i < n_tokens; i++)
+        if ((*targets)[i] >= vocab_size && (*targets)[i] != TARGET_IGNORED)
+            fail("'%s': target %u at position %zu is outside the vocabulary (size %d)", path, (*targets)[i], i, vocab_size);
+    return E;
+}
+
+// Sequential loader over a glob of shards. Batch b covers tokens [pos, pos + B*T + 1) of the
+// current shard; inputs are the first B*T, targets the same shifted by one. Where the shards have
+// target files (all of them or none), the targets come from those instead, aligned with the inputs
+// (no shift; not scored = IGNORE_INDEX), and each of the B rows is one example of T tokens.
+// Deterministic, and its whole state is (shard, pos), which the optimizer-state file saves for
+// bit-identical resume.
 typedef struct {
     glob_t files;
     int vocab_size;
@@ -1350,17 +1462,37 @@ typedef struct {
     size_t pos;         // next token in the current shard
     uint16_t* tokens;   // the current shard
     size_t n_tokens;
+    int has_targets;    // 1: the shards have target files
+    uint16_t* target_ids; // (n_tokens,) the current shard's targets, if has_targets
     int* inputs;        // (B, T)
     int* targets;       // (B, T)
 } DataLoader;
 
+// tokens a batch reads from the shard: B*T, and one more for the shifted targets
+static size_t loader_span(const DataLoader* d) { return (size_t)d->B * d->T + !d->has_targets; }
+
 static void loader_load_shard(DataLoader* d, int shard) {
+    const char* path = d->files.gl_pathv[shard];
     free(d->tokens);
+    free(d->target_ids);
+    d->tokens = NULL;
+    d->target_ids = NULL;
     d->shard = shard;
-    d->n_tokens = shard_load(d->files.gl_pathv[shard], &d->tokens, d->vocab_size);
-    if (d->n_tokens < (size_t)d->B * d->T + 1)
-        fail("'%s' has %zu tokens, fewer than one batch needs (B*T+1 = %d): use a smaller -b or -T",
-             d->files.gl_pathv[shard], d->n_tokens, d->B * d->T + 1);
+    d->n_tokens = shard_load(path, &d->tokens, d->vocab_size);
+    char tpath[PATH_CAP];
+    targets_path(tpath, path);
+    struct stat st;
+    int has = stat(tpath, &st) == 0;
+    if (has != d->has_targets)
+        fail("'%s' %s a target file '%s', but '%s' %s: the shards of one glob must agree", path,
+             has ? "has" : "has no", tpath, d->files.gl_pathv[0], has ? "has none" : "has one");
+    if (has) {
+        int E = targets_load(tpath, &d->target_ids, d->n_tokens, d->vocab_size);
+        if (E != d->T) fail("'%s' holds examples of %d tokens: use -T %d (got %d)", tpath, E, E, d->T);
+    }
+    if (d->n_tokens < loader_span(d))
+        fail("'%s' has %zu tokens, fewer than one batch needs (%s = %zu): use a smaller -b or -T", path, d->n_tokens,
+             d->has_targets ? "B*T" : "B*T+1", loader_span(d));
 }
 
 static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vocab_size) {
@@ -1373,23 +1505,31 @@ static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vo
     d->T = T;
     d->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     d->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
+    char tpath[PATH_CAP];
+    targets_path(tpath, d->files.gl_pathv[0]);
+    struct stat st;
+    d->has_targets = stat(tpath, &st) == 0;
+    d->shard = -1;
     loader_load_shard(d, 0);
 }
 
 static void loader_seek(DataLoader* d, int shard, size_t pos) {
     if (shard < 0 || shard >= (int)d->files.gl_pathc) fail("data position: shard %d does not exist (%zu shards)", shard, d->files.gl_pathc);
     if (shard != d->shard) loader_load_shard(d, shard);
-    if (pos + (size_t)d->B * d->T + 1 > d->n_tokens) fail("data position %zu is past the end of '%s'", pos, d->files.gl_pathv[shard]);
+    if (pos + loader_span(d) > d->n_tokens) fail("data position %zu is past the end of '%s'", pos, d->files.gl_pathv[shard]);
     d->pos = pos;
 }
 
 static void loader_next_batch(DataLoader* d) {
     size_t span = (size_t)d->B * d->T;
-    if (d->pos + span + 1 > d->n_tokens) loader_seek(d, (d->shard + 1) % (int)d->files.gl_pathc, 0);
+    if (d->pos + loader_span(d) > d->n_tokens) loader_seek(d, (d->shard + 1) % (int)d->files.gl_pathc, 0);
     const uint16_t* src = d->tokens + d->pos;
-    for (size_t i = 0; i < span; i++) {
-        d->inputs[i] = src[i];
-        d->targets[i] = src[i + 1];
+    for (size_t i = 0; i < span; i++) d->inputs[i] = src[i];
+    if (d->has_targets) {
+        const uint16_t* tgt = d->target_ids + d->pos;
+        for (size_t i = 0; i < span; i++) d->targets[i] = tgt[i] == TARGET_IGNORED ? IGNORE_INDEX : tgt[i];
+    } else {
+        for (size_t i = 0; i < span; i++) d->targets[i] = src[i + 1];
     }
     d->pos += span;
 }
@@ -1397,6 +1537,7 @@ static void loader_next_batch(DataLoader* d) {
 static void loader_free(DataLoader* d) {
     globfree(&d->files);
     free(d->tokens);
+    free(d->target_ids);
     free(d->inputs);
     free(d->targets);
 }

@@ -15,6 +15,7 @@
  *      reference dumps, and bad flags: each exits non-zero with the expected message
  *   9. kill -9 at varied moments, inside saves too: the latest checkpoint loads and resuming from it
  *      ends bit-identical to an uninterrupted run
+ *  10. MQAR: generator, target-shard loader, masked loss, recall accuracy, symbols tokenizer
  * Ends with "N passed, N failed" and exits non-zero on any failure.
  *
  * Metric: relative RMS error ‖ref − x‖ / ‖ref‖ per tensor (fla's metric, LAYERS.md §11.3), printed.
@@ -1726,6 +1727,181 @@ static void test_kill_during_save(const char* dir) {
               "uninterrupted run's step-12 files", kills, in_save, finished);
 }
 
+// ----------------------------------------------------------------------------
+// 10. MQAR: the generator's examples (run through ./data/mqar), the loader of target shards, the
+// masked loss of a whole model, recall accuracy, and the symbols tokenizer
+
+// Checks every example of DIR/mqar_train.bin (+ .targets) written with -V V -T T -K K: the context
+// holds K pairs of distinct keys in [1, V/2) and values in [V/2, V); each key is queried exactly
+// once, at an even slot of the query region; the scored targets are exactly the queries' positions
+// and hold their keys' values; with zero fill everything else in the query region is 0. Counts in
+// first_slot[s] how often pair 0's query sits at slot s.
+static void mqar_check_examples(const char* dir, int V, int T, int K, int zero_fill, long* first_slot, int* n_examples) {
+    char path[PATH_CAP], tpath[PATH_CAP];
+    snprintf(path, sizeof(path), "%s/mqar_train.bin", dir);
+    targets_path(tpath, path);
+    uint16_t *tok, *tgt;
+    size_t n = shard_load(path, &tok, V);
+    int E = targets_load(tpath, &tgt, n, V);
+    int n_ex = (int)(n / T), S = (T - 2 * K) / 2;
+    int ok_shape = E == T && n % T == 0, ok_ctx = 1, ok_once = 1, ok_targets = 1, ok_fill = 1;
+    for (int e = 0; e < n_ex; e++) {
+        const uint16_t *x = tok + (size_t)e * T, *y = tgt + (size_t)e * T;
+        for (int j = 0; j < K; j++) {
+            ok_ctx &= x[2 * j] >= 1 && x[2 * j] < V / 2 && x[2 * j + 1] >= V / 2 && x[2 * j + 1] < V;
+            for (int i = 0; i < j; i++) ok_ctx &= x[2 * i] != x[2 * j] && x[2 * i + 1] != x[2 * j + 1];
+            ok_targets &= y[2 * j] == TARGET_IGNORED && y[2 * j + 1] == TARGET_IGNORED;
+            int seen = 0;
+            for (int s = 0; s < S; s++) {
+                int pos = 2 * K + 2 * s;
+                if (x[pos] != x[2 * j]) continue;
+                seen++;
+                ok_targets &= y[pos] == x[2 * j + 1];
+                if (j == 0) first_slot[s]++;
+            }
+            ok_once &= seen == 1;
+        }
+        int scored = 0;
+        for (int t = 2 * K; t < T; t++) {
+            if (y[t] == TARGET_IGNORED) {
+                if (zero_fill) ok_fill &= x[t] == 0;
+                continue;
+            }
+            scored++;
+            ok_targets &= (t - 2 * K) % 2 == 0 && x[t] >= 1 && x[t] < V / 2;
+        }
+        ok_targets &= scored == K;
+    }
+    check(ok_shape, "mqar -V %d -T %d -K %d: %d examples of T tokens, the target file says E = T", V, T, K, n_ex);
+    check(ok_ctx, "mqar: the context holds K pairs, keys distinct in [1, V/2), values distinct in [V/2, V)");
+    check(ok_once, "mqar: every key is queried exactly once, at an even slot after the context");
+    check(ok_targets, "mqar: exactly the K query positions are scored, each with its key's value");
+    if (zero_fill) check(ok_fill, "mqar --fill zero: every unscored position of the query region is 0");
+    *n_examples = n_ex;
+    free(tok);
+    free(tgt);
+}
+
+static void test_mqar(const char* dir) {
+    printf("== 10. MQAR\n");
+    char logf[PATH_CAP], sub[PATH_CAP];
+    snprintf(logf, sizeof(logf), "%s/mqar.log", dir);
+    // the generator; T = 48, K = 6 leaves S = 18 query slots
+    enum { V = 64, T = 48, K = 6, S = (T - 2 * K) / 2 };
+    snprintf(sub, sizeof(sub), "%s/mqar_zero", dir);
+    int rc = tok_run(logf, "%s/data/mqar -V %d -T %d -K %d --train 4000 --val 20 -o '%s'", bin, V, T, K, sub);
+    check(rc == 0, "data/mqar writes shards, targets and a tokenizer (exit %d)", rc);
+    long first[S] = {0};
+    int n_ex = 0;
+    if (rc == 0) mqar_check_examples(sub, V, T, K, 1, first, &n_ex);
+    // gaps: pair 0's query is the first slot drawn, so its slot s follows p(s) ∝ (s+1)^-0.99 exactly.
+    // Pearson's chi-square over the 18 slots against that law; 17 degrees of freedom, critical value
+    // 40.79 at p = 0.001 (a uniform law, for contrast, gives about 1000 here).
+    double norm = 0.0, chi2 = 0.0, chi2_uniform = 0.0;
+    for (int s = 0; s < S; s++) norm += pow(s + 1.0, -0.99);
+    for (int s = 0; s < S && n_ex; s++) {
+        double want = n_ex * pow(s + 1.0, -0.99) / norm, flat = (double)n_ex / S;
+        chi2 += (first[s] - want) * (first[s] - want) / want;
+        chi2_uniform += (first[s] - flat) * (first[s] - flat) / flat;
+    }
+    check(n_ex == 4000 && chi2 < 40.79 && chi2_uniform > 200.0,
+          "mqar: query slots follow p(s) ∝ (s+1)^-0.99: chi2 %.1f (< 40.79, 17 dof, p = 0.001); against uniform %.0f",
+          chi2, chi2_uniform);
+    snprintf(sub, sizeof(sub), "%s/mqar_random", dir);
+    rc = tok_run(logf, "%s/data/mqar -V %d -T %d -K %d --train 500 --val 20 --fill random -o '%s'", bin, V, T, K, sub);
+    long first_r[S] = {0};
+    if (rc == 0) mqar_check_examples(sub, V, T, K, 0, first_r, &n_ex);
+    check(rc == 0, "data/mqar --fill random (exit %d)", rc);
+    rc = tok_run(logf, "%s/data/mqar -V 64 -T 20 -K 6 -o '%s/bad'", bin, dir);
+    check(rc != 0 && tok_file_has(logf, "T >= 4K = 24"), "data/mqar refuses -T 20 -K 6 (the queries need T >= 4K)");
+
+    // the loader: each row is one example, targets aligned (no shift), not scored -> IGNORE_INDEX
+    snprintf(sub, sizeof(sub), "%s/mqar_zero/mqar_train.bin", dir);
+    uint16_t *tok, *tgt;
+    char tpath[PATH_CAP];
+    targets_path(tpath, sub);
+    size_t n = shard_load(sub, &tok, V);
+    targets_load(tpath, &tgt, n, V);
+    DataLoader d;
+    loader_init(&d, sub, 3, T, V);
+    int ok = d.has_targets;
+    for (int b = 0; b < 2 && ok; b++) {
+        loader_next_batch(&d);
+        for (int i = 0; i < 3 * T; i++) {
+            size_t at = (size_t)b * 3 * T + i;
+            ok &= d.inputs[i] == tok[at] && d.targets[i] == (tgt[at] == TARGET_IGNORED ? IGNORE_INDEX : tgt[at]);
+        }
+    }
+    check(ok, "loader: target shards give one example per row, inputs = tokens, targets aligned, -100 unscored");
+
+    // the masked loss of a whole model: mean of -log softmax(logits)[target] over scored positions only
+    Config c = small_config("gla,attn", 2, 0);
+    c.vocab_size = V;
+    Model m;
+    model_build(&m, &c);
+    randomize_model(&m, 0.1f);
+    model_forward(&m, d.inputs, NULL, 3, T);
+    double total = 0.0;
+    int scored = 0;
+    for (int i = 0; i < 3 * T; i++) {
+        if (d.targets[i] < 0) continue;
+        const float* row = m.logits + (size_t)i * V;
+        double mx = row[0], z = 0.0;
+        for (int v = 1; v < V; v++) mx = fmax(mx, row[v]);
+        for (int v = 0; v < V; v++) z += exp(row[v] - mx);
+        total += log(z) + mx - row[d.targets[i]];
+        scored++;
+    }
+    model_forward(&m, d.inputs, d.targets, 3, T);
+    double want = total / scored;
+    check(scored == 3 * K && m.n_valid == scored && fabs(m.loss - want) <= 1e-5 * want,
+          "masked loss: %d scored of %d, loss %.6f, by hand in float64 %.6f", m.n_valid, 3 * T, m.loss, want);
+    model_free(&m);
+    loader_free(&d);
+    free(tok);
+    free(tgt);
+
+    // recall accuracy: rows whose argmax is known by construction
+    float probs[4 * 3] = {0.1f, 0.7f, 0.2f,   // argmax 1, target 1: hit
+                          0.5f, 0.3f, 0.2f,   // argmax 0, target 2: miss
+                          0.2f, 0.2f, 0.6f,   // not scored (would be a hit)
+                          0.3f, 0.3f, 0.4f};  // argmax 2, target 2: hit
+    int targets[4] = {1, 2, IGNORE_INDEX, 2};
+    long count = 0, hits = argmax_hits(probs, targets, 4, 3, &count);
+    check(hits == 2 && count == 3, "recall accuracy: 2 hits of 3 scored rows (got %ld of %ld)", hits, count);
+
+    // train_gla on MQAR: a -T that is not the example length is refused; the recall is reported
+    snprintf(sub, sizeof(sub), "%s/mqar_zero", dir);
+#define MQAR_RUN "%s/train_gla -i '%s/mqar_train.bin' -j '%s/mqar_val.bin' -z '%s/tokenizer.bin' -d 32 -L 2 " \
+                 "-p gla:1 --mlp-hidden 32 -b 4 -T %d -n 3 -u 0 -v 0 -s 0 -G 0 -m 2 -o '%s/mqar_out'"
+    rc = tok_run(logf, MQAR_RUN, bin, sub, sub, sub, T / 2, dir);
+    check(rc != 0 && tok_file_has(logf, "holds examples of 48 tokens: use -T 48"), "train_gla: -T 24 on 48-token MQAR examples is refused");
+    rc = tok_run(logf, MQAR_RUN, bin, sub, sub, sub, T, dir);
+    check(rc == 0 && tok_file_has(logf, "recall ") && tok_file_has(logf, "(48 scored)"),
+          "train_gla: trains on MQAR and reports recall over the 2 val batches' 2*4*6 = 48 scored targets");
+
+    // the symbols tokenizer the generator writes: names in, ids out, and back
+    snprintf(sub, sizeof(sub), "%s/mqar_zero/tokenizer.bin", dir);
+    Tokenizer t;
+    tokenizer_load(&t, sub);
+    int* ids;
+    int m_ids = tokenizer_encode(&t, " k5  v40\n_ k31", &ids);
+    check(t.kind == TOKENIZER_SYMBOLS && m_ids == 4 && ids[0] == 5 && ids[1] == 40 && ids[2] == 0 && ids[3] == 31,
+          "symbols tokenizer: ' k5  v40\\n_ k31' -> 5 40 0 31");
+    unsigned char* text;
+    tokenizer_decode(&t, ids, m_ids, &text);
+    check(strcmp((char*)text, "k5 v40 _ k31 ") == 0, "symbols tokenizer: decode -> 'k5 v40 _ k31 '");
+    free(text);
+    free(ids);
+    tokenizer_set_token(&t, 7, (const unsigned char*)"k5 ", 3);
+    const char* bad = tokenizer_check(&t);
+    check(bad && strstr(bad, "symbols 5 and 7 have the same name"), "symbols tokenizer: a repeated name is rejected (%s)", bad ? bad : "accepted");
+    tokenizer_set_token(&t, 7, (const unsigned char*)"k 7 ", 4);
+    bad = tokenizer_check(&t);
+    check(bad && strstr(bad, "space or control byte"), "symbols tokenizer: a name with a space is rejected");
+    tokenizer_free(&t);
+}
+
 int main(int argc, char** argv) {
     if (getenv("TEST_BIN_DIR")) bin = getenv("TEST_BIN_DIR");
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
@@ -1823,6 +1999,8 @@ int main(int argc, char** argv) {
     failed_before = failed;
     test_kill_during_save(kill_dir);
     if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", kill_dir);
+
+    test_mqar(dir);
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -2190,9 +2190,7 @@ void mlp_backward(Model* m, int l, const float* dout, float* dln, int N) {
 }
 
 // ----------------------------------------------------------------------------
-// cross-entropy with an ignore index (targets < 0 do not count; fla uses −100)
-
-#define IGNORE_INDEX (-100)
+// cross-entropy with an ignore index (targets < 0 do not count; IGNORE_INDEX = −100 as in fla)
 
 // logits (N,V) are turned into probabilities in place; returns the mean loss over counted rows,
 // *n_valid = their number.
@@ -2890,20 +2888,43 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Mean loss (nats per token) over the first `batches` batches of the validation data, and the same
-// loss in bits per byte of the text those targets encode (comparable across tokenizers).
-float evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok, double* bits_per_byte) {
+// How many scored targets (B*T,) are the argmax of their row of probs (B*T, V); *scored counts them.
+long argmax_hits(const float* probs, const int* targets, int N, int V, long* scored) {
+    long hits = 0, count = 0;
+    #pragma omp parallel for reduction(+ : hits, count)
+    for (int n = 0; n < N; n++) {
+        if (targets[n] < 0) continue;
+        const float* row = probs + (size_t)n * V;
+        int best = 0;
+        for (int i = 1; i < V; i++) if (row[i] > row[best]) best = i;
+        hits += best == targets[n];
+        count++;
+    }
+    *scored = count;
+    return hits;
+}
+
+// Evaluates the first `batches` batches of the validation data: the mean loss over scored targets
+// (nats per token), that loss in bits per byte of the text the targets encode (comparable across
+// tokenizers), and the recall accuracy: the fraction of scored targets that are the model's argmax
+// (what MQAR measures; reported where the data has target files).
+typedef struct { float loss; double bits_per_byte, accuracy; long scored; } EvalResult;
+EvalResult evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok) {
     loader_seek(val, 0, 0);
     double total = 0.0, bytes = 0.0;
+    long hits = 0, scored = 0, count = 0;
+    int N = val->B * val->T;
     for (int i = 0; i < batches; i++) {
         loader_next_batch(val);
         model_forward(m, val->inputs, val->targets, val->B, val->T);
         total += (double)m->loss * m->n_valid;
-        bytes += tokens_byte_count(tok, val->targets, (size_t)val->B * val->T);
+        hits += argmax_hits(m->logits, val->targets, N, m->config.vocab_size, &count);
+        scored += count;
+        bytes += tokens_byte_count(tok, val->targets, (size_t)N);
     }
-    size_t n = (size_t)batches * val->B * val->T;
-    *bits_per_byte = bytes > 0 ? total / bytes / log(2.0) : 0.0;
-    return (float)(total / n);
+    EvalResult r = {scored ? (float)(total / scored) : 0.0f, bytes > 0 ? total / bytes / log(2.0) : 0.0,
+                    scored ? (double)hits / scored : 0.0, scored};
+    return r;
 }
 
 // Prints the prompt and `n_tokens` sampled continuation tokens (stops early at EOT).
@@ -3093,6 +3114,12 @@ int main(int argc, char** argv) {
     }
     if (others) printf("%s\n", has_lower_bounds(&cfg) ? " lower bounds on" : "");
     printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
+    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence (DecodeState)
+    for (int l = 0; l < cfg.n_layer; l++) {
+        state_floats += mixer_state_floats(&cfg, cfg.pattern[l]);
+        if (cfg.pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)cfg.attn_kv_heads * attn_head_dim(&cfg);
+    }
+    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
@@ -3109,9 +3136,11 @@ int main(int argc, char** argv) {
     for (;; step++) {
         int last = step >= steps || (stop_at > 0 && step >= stop_at) || (max_time > 0 && now_seconds() - t_start > max_time);
         if ((val_every && step % val_every == 0) || last) {
-            double bpb;
-            float vl = evaluate(&model, &val, val_batches, &tok, &bpb);
-            printf("step %5d | val loss %.4f nats/token | %.4f bits/byte\n", step, vl, bpb);
+            EvalResult e = evaluate(&model, &val, val_batches, &tok);
+            if (val.has_targets) // a task scoring some positions (MQAR): recall, not bits per byte
+                printf("step %5d | val loss %.4f nats/token | recall %.4f (%ld scored)\n", step, e.loss, e.accuracy, e.scored);
+            else
+                printf("step %5d | val loss %.4f nats/token | %.4f bits/byte\n", step, e.loss, e.bits_per_byte);
         }
         if ((sample_every && step % sample_every == 0 && step > 0) || last) {
             uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
