@@ -1423,28 +1423,43 @@ static void targets_write(const char* path, const uint16_t* targets, size_t n, i
     atomic_commit(f, tmp, path);
 }
 
-// Loads the targets of a shard of n_tokens tokens into *targets (n,); returns the example length.
-static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, int vocab_size) {
-    FILE* f = fopen_check(path, "rb");
+// Checks a target file of `size` bytes in data against its token shard of n_tokens tokens:
+// header, count = n_tokens, example length E dividing it, file length, every target < vocab_size
+// or TARGET_IGNORED. Sets *E. Returns NULL or a message.
+static const char* targets_parse(const unsigned char* data, size_t size, size_t n_tokens, int vocab_size, int* E) {
     int32_t h[256];
-    read_header(h, f, path, TARGETS_MAGIC, TARGETS_VERSION, "target shard");
+    const char* bad = header_check(h, data, (int64_t)size, TARGETS_MAGIC, TARGETS_VERSION, "target shard");
+    if (bad) return bad;
     if (h[2] < 0 || (size_t)h[2] != n_tokens)
-        fail("'%s' holds %d targets, its token shard %zu tokens (they must be made together)", path, h[2], n_tokens);
-    int E = h[3];
-    if (E < 1 || n_tokens % E != 0)
-        fail("'%s': example length %d does not divide the %zu tokens (corrupt header)", path, E, n_tokens);
-    int64_t want = 1024 + 2 * (int64_t)n_tokens, have = file_size(f);
-    if (have != want)
-        fail("'%s': header says %zu targets (%lld bytes), the file has %lld bytes", path, n_tokens, (long long)want,
-             (long long)have);
+        return error_message("holds %d targets, its token shard %zu tokens (they must be made together)", h[2], n_tokens);
+    *E = h[3];
+    if (*E < 1 || n_tokens % *E != 0)
+        return error_message("example length %d does not divide the %zu tokens (corrupt header)", *E, n_tokens);
+    int64_t want = HEADER_BYTES + 2 * (int64_t)n_tokens;
+    if ((int64_t)size != want)
+        return error_message("header says %zu targets (%lld bytes), the file has %zu bytes (truncated or corrupt)",
+                             n_tokens, (long long)want, size);
     if (vocab_size > TARGET_IGNORED)
-        fail("'%s': a vocabulary of %d tokens collides with the 'not scored' mark %d", path, vocab_size, TARGET_IGNORED);
-    *targets = (uint16_t*)malloc_check(n_tokens * sizeof(uint16_t));
-    fread_check(*targets, sizeof(uint16_t), n_tokens, f, path);
-    fclose(f);
-    for (size_t i = 0; i < n_tokens; i++)
-        if ((*targets)[i] >= vocab_size && (*targets)[i] != TARGET_IGNORED)
-            fail("'%s': target %u at position %zu is outside the vocabulary (size %d)", path, (*targets)[i], i, vocab_size);
+        return error_message("a vocabulary of %d tokens collides with the 'not scored' mark %d", vocab_size, TARGET_IGNORED);
+    for (size_t i = 0; i < n_tokens; i++) {
+        uint16_t target;
+        memcpy(&target, data + HEADER_BYTES + 2 * i, 2);
+        if (target >= vocab_size && target != TARGET_IGNORED)
+            return error_message("target %u at position %zu is outside the vocabulary (size %d)", target, i, vocab_size);
+    }
+    return NULL;
+}
+
+// Loads the targets of a shard of n_tokens tokens into *targets (malloc'd, (n_tokens,)); returns
+// the example length.
+static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, int vocab_size) {
+    size_t size;
+    int E = 0;
+    unsigned char* data = read_whole_file(path, &size);
+    const char* bad = targets_parse(data, size, n_tokens, vocab_size, &E);
+    if (bad) fail("'%s': %s", path, bad);
+    memmove(data, data + HEADER_BYTES, 2 * n_tokens); // the targets to the front of the buffer
+    *targets = (uint16_t*)data;
     return E;
 }
 

@@ -1879,6 +1879,21 @@ static void test_mqar(const char* dir) {
     rc = tok_run(logf, MQAR_RUN, bin, sub, sub, sub, T, dir);
     check(rc == 0 && tok_file_has(logf, "recall ") && tok_file_has(logf, "(48 scored)"),
           "train_gla: trains on MQAR and reports recall over the 2 val batches' 2*4*6 = 48 scored targets");
+    // damaged target files: train_gla names the file and what is wrong
+    char bad_dir[PATH_CAP], good[PATH_CAP], broken[PATH_CAP], cmd[4 * PATH_CAP];
+    snprintf(bad_dir, sizeof(bad_dir), "%s/mqar_bad", dir);
+    tok_run(logf, "rm -rf '%s' && cp -r '%s' '%s'", bad_dir, sub, bad_dir);
+    snprintf(good, sizeof(good), "%s/mqar_val.targets", sub);
+    snprintf(broken, sizeof(broken), "%s/mqar_val.targets", bad_dir);
+    snprintf(cmd, sizeof(cmd), MQAR_RUN, bin, bad_dir, bad_dir, bad_dir, T, dir);
+    damage_copy(good, broken, 1024 + 2 * 20 * T - 2, -1, NULL, 0);
+    check_fails("truncated target file", cmd, logf, "the file has 2942 bytes (truncated or corrupt)", "mqar_val.targets");
+    uint16_t outside = 100;
+    damage_copy(good, broken, -1, 1024, &outside, 2);
+    check_fails("target outside the vocabulary", cmd, logf, "target 100 at position 0 is outside the vocabulary (size 64)", NULL);
+    int32_t magic = 12345;
+    damage_copy(good, broken, -1, 0, &magic, 4);
+    check_fails("target file with a wrong magic", cmd, logf, "not a target shard: magic 12345, expected 20261104", NULL);
 
     // the symbols tokenizer the generator writes: names in, ids out, and back
     snprintf(sub, sizeof(sub), "%s/mqar_zero/tokenizer.bin", dir);

@@ -91,5 +91,9 @@ int main(int argc, char** argv) {
     corpus_path(path, dir, "shard", "gpt2_eot.bin");
     shard_write(path, tokens, 64);
     write_cut(dir, "shard", "text.bin", "cut.bin", HEADER_BYTES + 63);
+    uint16_t targets[64]; // an MQAR-like target file: 4 examples of 16, every 4th position scored
+    for (int i = 0; i < 64; i++) targets[i] = i % 4 == 0 ? (uint16_t)(32 + i % 32) : TARGET_IGNORED;
+    corpus_path(path, dir, "shard", "mqar.targets");
+    targets_write(path, targets, 64, 16);
     return 0;
 }
