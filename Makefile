@@ -1,6 +1,8 @@
 # Builds the CPU trainer, its tests, the data tools and (where nvcc exists) the CUDA trainer.
 #   make train      build, prepare Tiny Shakespeare if missing, train the default model (~10 min, 2 cores)
 #   make test       build and run the test suite
+#   make test-sanitize  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       libFuzzer on the checkpoint, tokenizer and shard readers (clang; FUZZ_SECONDS each)
 #   make data-gpt2  Tiny Shakespeare with GPT-2's tokenizer (GPT2_DIR=folder of encoder.json + vocab.bpe)
 #   make data-bpe   Tiny Shakespeare with a BPE tokenizer learned from it (BPE_VOCAB=2048)
 #   NO_OMP=1        build without OpenMP
@@ -32,7 +34,7 @@ DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize data/
 TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare/input.txt)
 BPE_VOCAB ?= 2048
 
-.PHONY: all train test data data-gpt2 data-bpe clean
+.PHONY: all train test test-sanitize fuzz data data-gpt2 data-bpe clean
 all: train_gla test_gla $(DATA_TOOLS)
 
 train_gla: train_gla.c model.h
@@ -71,5 +73,42 @@ train: train_gla $(DATA)
 test: test_gla train_gla $(DATA_TOOLS)
 	./test_gla
 
+# The whole suite built with AddressSanitizer and UndefinedBehaviorSanitizer into build/sanitize/,
+# the programs the tests run included (TEST_BIN_DIR); the first finding stops it with a report.
+SAN_DIR = build/sanitize
+SAN_FLAGS = -O2 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_BINS = $(SAN_DIR)/test_gla $(SAN_DIR)/train_gla $(addprefix $(SAN_DIR)/,$(DATA_TOOLS))
+
+$(SAN_DIR)/test_gla: train_gla.c
+$(SAN_DIR)/%: %.c model.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $< -o $@ $(LDLIBS)
+
+test-sanitize: $(SAN_BINS)
+	TEST_BIN_DIR=$(SAN_DIR) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(SAN_DIR)/test_gla
+
+# libFuzzer (clang) on the readers' cores: FUZZ_SECONDS per harness, starting from the committed
+# seeds in dev/fuzz/corpus/ (read only: what the fuzzer finds goes to build/fuzz/corpus/). A crash
+# leaves its input as build/fuzz/crash-*; replay it with build/fuzz/<reader> <file>.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_READERS = checkpoint tokenizer shard
+FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+build/fuzz/%: dev/fuzz/fuzz_%.c model.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ -lm
+
+fuzz: $(addprefix build/fuzz/,$(FUZZ_READERS))
+	for r in $(FUZZ_READERS); do \
+	    mkdir -p build/fuzz/corpus/$$r && \
+	    build/fuzz/$$r -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	        -artifact_prefix=build/fuzz/ -print_final_stats=1 build/fuzz/corpus/$$r dev/fuzz/corpus/$$r || exit 1; \
+	done
+
+# writes the seed corpus (dev/fuzz/corpus/, committed): dev/fuzz/make_corpus dev/fuzz/corpus
+dev/fuzz/make_corpus: dev/fuzz/make_corpus.c model.h
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
 clean:
-	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers
+	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers dev/fuzz/make_corpus
+	rm -rf build

@@ -122,17 +122,50 @@ static void mkdir_p(const char* dir) {
     if (mkdir(path, 0755) != 0 && errno != EEXIST) fail("cannot create directory '%s': %s", path, strerror(errno));
 }
 
-// Reads a 256-int32 header and checks magic and version.
-static void read_header(int32_t header[256], FILE* f, const char* path, int32_t magic, int32_t version,
+// The readers' cores parse bytes already in memory and return NULL or a message saying what was
+// expected and what was found (they never exit, so that tests and fuzzers can call them); the
+// file-reading wrappers add the file name and fail(). error_message formats into one static buffer.
+static char error_text[512];
+static const char* error_message(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char* error_message(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_text, sizeof(error_text), fmt, ap);
+    va_end(ap);
+    return error_text;
+}
+
+#define HEADER_BYTES 1024  // 256 int32
+
+// Checks the header of a file of `size` bytes whose first min(size, 1024) bytes are `head`: long
+// enough, magic, version. Copies it to h[256] (zeros when too short). Returns NULL or a message.
+static const char* header_check(int32_t h[256], const unsigned char* head, int64_t size, int32_t magic,
+                                int32_t version, const char* what) {
+    const char* article = strchr("aeiou", what[0]) ? "an" : "a";
+    memset(h, 0, HEADER_BYTES);
+    if (size < HEADER_BYTES)
+        return error_message("too short to be %s %s (%lld bytes, the header alone is %d)", article, what,
+                             (long long)size, HEADER_BYTES);
+    memcpy(h, head, HEADER_BYTES);
+    if (h[0] != magic) return error_message("not %s %s: magic %d, expected %d", article, what, h[0], magic);
+    if (h[1] != version) return error_message("%s version %d, this program reads version %d", what, h[1], version);
+    return NULL;
+}
+
+// Reads the first min(file size, 1024) bytes of f into head[1024]; returns the file size.
+static int64_t read_head(FILE* f, const char* path, unsigned char head[HEADER_BYTES]) {
+    int64_t size = file_size(f);
+    fread_check(head, 1, size < HEADER_BYTES ? (size_t)size : HEADER_BYTES, f, path);
+    return size;
+}
+
+// Reads a 256-int32 header and checks magic and version, or fails naming the file.
+static void read_header(int32_t h[256], FILE* f, const char* path, int32_t magic, int32_t version,
                         const char* what) {
-    if (file_size(f) < 256 * (int64_t)sizeof(int32_t))
-        fail("'%s' is too short to be a %s (%lld bytes, the header alone is 1024)", path, what,
-             (long long)file_size(f));
-    fread_check(header, sizeof(int32_t), 256, f, path);
-    if (header[0] != magic)
-        fail("'%s' is not a %s: magic %d, expected %d", path, what, header[0], magic);
-    if (header[1] != version)
-        fail("'%s': %s version %d, this program reads version %d", path, what, header[1], version);
+    unsigned char head[HEADER_BYTES];
+    int64_t size = read_head(f, path, head);
+    const char* bad = header_check(h, head, size, magic, version, what);
+    if (bad) fail("'%s': %s", path, bad);
 }
 
 // ----------------------------------------------------------------------------
@@ -532,25 +565,43 @@ static void checkpoint_write(const char* path, const Config* c, const float* par
     atomic_commit(f, tmp, path);
 }
 
-// Reads the config only (so the caller can allocate), validating header, sizes and file length.
-static void checkpoint_read_config(const char* path, Config* c) {
-    FILE* f = fopen_check(path, "rb");
+// Parses the header of a model checkpoint of `size` bytes whose first min(size, 1024) bytes are
+// `head` into *c, checking magic, version, the config, the parameter count against the config and
+// the file length against the count. Returns NULL or a message.
+static const char* checkpoint_parse_header(const unsigned char* head, int64_t size, Config* c) {
     int32_t h[256];
-    read_header(h, f, path, CKPT_MAGIC, CKPT_VERSION, "model checkpoint");
+    const char* bad = header_check(h, head, size, CKPT_MAGIC, CKPT_VERSION, "model checkpoint");
+    if (bad) return bad;
     size_t stored;
     config_from_header(h, c, &stored);
-    const char* bad = validate_config(c);
-    if (bad) fail("'%s': invalid config in the header: %s", path, bad);
+    bad = validate_config(c);
+    if (bad) return error_message("invalid config in the header: %s", bad);
     ParamSpec t[MAX_PARAMS];
     size_t expected;
     param_table(c, t, &expected);
-    if (stored != expected)
-        fail("'%s': header says %zu parameters, its config implies %zu", path, stored, expected);
-    int64_t want = 1024 + (int64_t)expected * 4, have = file_size(f);
-    if (have != want)
-        fail("'%s': file is %lld bytes, expected %lld for %zu parameters (truncated or corrupt)", path,
-             (long long)have, (long long)want, expected);
+    if (stored != expected) return error_message("header says %zu parameters, its config implies %zu", stored, expected);
+    int64_t want = HEADER_BYTES + (int64_t)expected * 4;
+    if (size != want)
+        return error_message("file is %lld bytes, expected %lld for %zu parameters (truncated or corrupt)",
+                             (long long)size, (long long)want, expected);
+    return NULL;
+}
+
+// NULL when params[0..n) are all finite, else a message naming the first that is not.
+static const char* params_check(const float* params, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(params[i])) return error_message("parameter %zu is not finite (corrupt checkpoint)", i);
+    return NULL;
+}
+
+// Reads the config only (so the caller can allocate), validating header, sizes and file length.
+static void checkpoint_read_config(const char* path, Config* c) {
+    FILE* f = fopen_check(path, "rb");
+    unsigned char head[HEADER_BYTES];
+    int64_t size = read_head(f, path, head);
     fclose(f);
+    const char* bad = checkpoint_parse_header(head, size, c);
+    if (bad) fail("'%s': %s", path, bad);
 }
 
 // Reads the parameters of a checkpoint whose config must equal *c. Rejects non-finite values.
@@ -559,11 +610,11 @@ static void checkpoint_read_params(const char* path, const Config* c, float* par
     checkpoint_read_config(path, &stored);
     if (memcmp(&stored, c, sizeof(Config)) != 0) fail("'%s': config differs from the model being loaded", path);
     FILE* f = fopen_check(path, "rb");
-    fseeko(f, 1024, SEEK_SET);
+    fseeko(f, HEADER_BYTES, SEEK_SET);
     fread_check(params, sizeof(float), num_params, f, path);
     fclose(f);
-    for (size_t i = 0; i < num_params; i++)
-        if (!isfinite(params[i])) fail("'%s': parameter %zu is not finite (corrupt checkpoint)", path, i);
+    const char* bad = params_check(params, num_params);
+    if (bad) fail("'%s': %s", path, bad);
 }
 
 // ----------------------------------------------------------------------------
@@ -637,16 +688,6 @@ static void tokenizer_free(Tokenizer* t) {
     memset(t, 0, sizeof(*t));
 }
 
-static char tokenizer_msg[512];
-static const char* tokenizer_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char* tokenizer_error(const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tokenizer_msg, sizeof(tokenizer_msg), fmt, ap);
-    va_end(ap);
-    return tokenizer_msg;
-}
-
 // a 64-bit mix (murmur3's finalizer) for the pair table's slots
 static uint64_t hash_u64(uint64_t x) {
     x ^= x >> 33;
@@ -667,13 +708,13 @@ static uint64_t hash_bytes(const unsigned char* s, size_t n) {
 // The symbols rules of tokenizer_check (below): names of printable non-space bytes, then one space, all distinct.
 static const char* symbols_check(const Tokenizer* t) {
     int V = t->vocab_size;
-    if (t->n_merges != 0) return tokenizer_error("a symbols tokenizer has no merges, this one has %d", t->n_merges);
+    if (t->n_merges != 0) return error_message("a symbols tokenizer has no merges, this one has %d", t->n_merges);
     for (int i = 0; i < V; i++) {
         const unsigned char* b = t->token_bytes[i];
         int n = t->token_len[i];
-        if (n < 2 || b[n - 1] != ' ') return tokenizer_error("symbol %d is not a name followed by one space", i);
+        if (n < 2 || b[n - 1] != ' ') return error_message("symbol %d is not a name followed by one space", i);
         for (int j = 0; j < n - 1; j++)
-            if (b[j] <= ' ' || b[j] == 127) return tokenizer_error("symbol %d has a space or control byte in its name", i);
+            if (b[j] <= ' ' || b[j] == 127) return error_message("symbol %d has a space or control byte in its name", i);
     }
     // distinct names: an open-addressing table of ids keyed by the name's hash
     size_t cap = 16;
@@ -685,7 +726,7 @@ static const char* symbols_check(const Tokenizer* t) {
         size_t k = hash_bytes(t->token_bytes[i], t->token_len[i]) & (cap - 1);
         for (; slot[k] >= 0 && !bad; k = (k + 1) & (cap - 1))
             if (t->token_len[slot[k]] == t->token_len[i] && memcmp(t->token_bytes[slot[k]], t->token_bytes[i], t->token_len[i]) == 0)
-                bad = tokenizer_error("symbols %d and %d have the same name", slot[k], i);
+                bad = error_message("symbols %d and %d have the same name", slot[k], i);
         slot[k] = i;
     }
     free(slot);
@@ -705,20 +746,20 @@ static const char* symbols_check(const Tokenizer* t) {
 static const char* tokenizer_check(const Tokenizer* t) {
     int V = t->vocab_size, M = t->n_merges;
     if (t->kind != TOKENIZER_BYTES && t->kind != TOKENIZER_BPE && t->kind != TOKENIZER_SYMBOLS)
-        return tokenizer_error("unknown tokenizer kind %d (0 = bytes, 1 = BPE, 2 = symbols)", t->kind);
-    if (V < 1 || V > TOKENIZER_MAX_VOCAB) return tokenizer_error("vocab size %d outside [1, %d]", V, TOKENIZER_MAX_VOCAB);
-    if (t->eot_id < -1 || t->eot_id >= V) return tokenizer_error("EOT id %d outside [-1, %d)", t->eot_id, V);
-    if (M < 0 || M > V) return tokenizer_error("%d merges for %d tokens", M, V);
+        return error_message("unknown tokenizer kind %d (0 = bytes, 1 = BPE, 2 = symbols)", t->kind);
+    if (V < 1 || V > TOKENIZER_MAX_VOCAB) return error_message("vocab size %d outside [1, %d]", V, TOKENIZER_MAX_VOCAB);
+    if (t->eot_id < -1 || t->eot_id >= V) return error_message("EOT id %d outside [-1, %d)", t->eot_id, V);
+    if (M < 0 || M > V) return error_message("%d merges for %d tokens", M, V);
     for (int i = 0; i < V; i++)
         if (t->token_len[i] < 1 || t->token_len[i] > TOKEN_MAX_BYTES)
-            return tokenizer_error("token %d is %d bytes long; a token has 1 to %d bytes (the length is stored as uint8)",
+            return error_message("token %d is %d bytes long; a token has 1 to %d bytes (the length is stored as uint8)",
                                    i, t->token_len[i], TOKEN_MAX_BYTES);
     if (t->kind == TOKENIZER_BYTES) {
-        if (V < 256) return tokenizer_error("a byte tokenizer needs 256 tokens, this one has %d", V);
-        if (M != 0) return tokenizer_error("a byte tokenizer has no merges, this one has %d", M);
+        if (V < 256) return error_message("a byte tokenizer needs 256 tokens, this one has %d", V);
+        if (M != 0) return error_message("a byte tokenizer has no merges, this one has %d", M);
         for (int b = 0; b < 256; b++)
             if (t->token_len[b] != 1 || t->token_bytes[b][0] != b)
-                return tokenizer_error("byte tokenizer: token %d is not the byte 0x%02x", b, b);
+                return error_message("byte tokenizer: token %d is not the byte 0x%02x", b, b);
         return NULL;
     }
     if (t->kind == TOKENIZER_SYMBOLS) return symbols_check(t);
@@ -727,11 +768,11 @@ static const char* tokenizer_check(const Tokenizer* t) {
     for (int i = 0; i < V; i++) {
         if (t->token_len[i] != 1) continue;
         int b = t->token_bytes[i][0];
-        if (byte_token[b] >= 0) return tokenizer_error("tokens %d and %d are both the byte 0x%02x", byte_token[b], i, b);
+        if (byte_token[b] >= 0) return error_message("tokens %d and %d are both the byte 0x%02x", byte_token[b], i, b);
         byte_token[b] = i;
     }
     for (int b = 0; b < 256; b++)
-        if (byte_token[b] < 0) return tokenizer_error("no token is the byte 0x%02x (byte-level BPE needs all 256)", b);
+        if (byte_token[b] < 0) return error_message("no token is the byte 0x%02x (byte-level BPE needs all 256)", b);
     // made_at[i]: -1 for byte tokens, the rank of the merge that makes token i, INT32_MAX: not (yet) made
     int* made_at = (int*)malloc_check((size_t)V * sizeof(int));
     for (int i = 0; i < V; i++) made_at[i] = t->token_len[i] == 1 ? -1 : INT32_MAX;
@@ -739,16 +780,16 @@ static const char* tokenizer_check(const Tokenizer* t) {
     for (int k = 0; k < M && !bad; k++) {
         int l = t->merges[3 * k], r = t->merges[3 * k + 1], m = t->merges[3 * k + 2];
         if (l < 0 || l >= V || r < 0 || r >= V || m < 0 || m >= V)
-            bad = tokenizer_error("merge %d (%d, %d -> %d) has a token id outside [0, %d)", k, l, r, m, V);
+            bad = error_message("merge %d (%d, %d -> %d) has a token id outside [0, %d)", k, l, r, m, V);
         else if (made_at[m] != INT32_MAX)
-            bad = tokenizer_error("merge %d makes token %d, which is a byte or made by merge %d already", k, m, made_at[m]);
+            bad = error_message("merge %d makes token %d, which is a byte or made by merge %d already", k, m, made_at[m]);
         else if (made_at[l] >= k || made_at[r] >= k)
-            bad = tokenizer_error("merge %d (%d, %d -> %d) uses a token that no earlier merge makes "
+            bad = error_message("merge %d (%d, %d -> %d) uses a token that no earlier merge makes "
                                   "(merges must be in the order they were learned)", k, l, r, m);
         else if (t->token_len[m] != t->token_len[l] + t->token_len[r] ||
                  memcmp(t->token_bytes[m], t->token_bytes[l], t->token_len[l]) != 0 ||
                  memcmp(t->token_bytes[m] + t->token_len[l], t->token_bytes[r], t->token_len[r]) != 0)
-            bad = tokenizer_error("merge %d: token %d is not the bytes of token %d followed by those of token %d", k, m, l, r);
+            bad = error_message("merge %d: token %d is not the bytes of token %d followed by those of token %d", k, m, l, r);
         else
             made_at[m] = k;
     }
@@ -824,45 +865,61 @@ static void tokenizer_write_bytes(const char* path) {
     tokenizer_free(&t);
 }
 
-// Loads and checks a tokenizer file, then indexes it for encoding. Any problem exits with a
-// message naming the file, what was expected and what was found.
-static void tokenizer_load(Tokenizer* t, const char* path) {
-    FILE* f = fopen_check(path, "rb");
+// Parses a whole tokenizer file data[0..size) into *t and checks it with tokenizer_check. Returns
+// NULL, or a message after freeing what it allocated. Does not index t (tokenizer_index does).
+static const char* tokenizer_parse(Tokenizer* t, const unsigned char* data, size_t size) {
     int32_t h[256];
-    read_header(h, f, path, TOKENIZER_MAGIC, TOKENIZER_VERSION, "tokenizer file");
+    memset(t, 0, sizeof(*t));
+    const char* bad = header_check(h, data, (int64_t)size, TOKENIZER_MAGIC, TOKENIZER_VERSION, "tokenizer file");
+    if (bad) return bad;
     int kind = h[2], V = h[3], eot = h[4], M = h[5];
     // the sizes first, so that a corrupt header cannot make us allocate or read absurd amounts
     if (kind != TOKENIZER_BYTES && kind != TOKENIZER_BPE && kind != TOKENIZER_SYMBOLS)
-        fail("'%s': unknown tokenizer kind %d (this build reads 0 = bytes, 1 = BPE, 2 = symbols)", path, kind);
-    if (V < 1 || V > TOKENIZER_MAX_VOCAB) fail("'%s': vocab size %d outside [1, %d] (corrupt header)", path, V, TOKENIZER_MAX_VOCAB);
-    if (M < 0 || M > V) fail("'%s': %d merges for %d tokens (corrupt header)", path, M, V);
-    int64_t size = file_size(f), merge_bytes = 12 * (int64_t)M;
-    int64_t least = 1024 + 2 * (int64_t)V + merge_bytes;
-    if (size < least)
-        fail("'%s' is truncated: %d tokens and %d merges need at least %lld bytes, the file has %lld", path, V, M,
-             (long long)least, (long long)size);
+        return error_message("unknown tokenizer kind %d (this build reads 0 = bytes, 1 = BPE, 2 = symbols)", kind);
+    if (V < 1 || V > TOKENIZER_MAX_VOCAB)
+        return error_message("vocab size %d outside [1, %d] (corrupt header)", V, TOKENIZER_MAX_VOCAB);
+    if (M < 0 || M > V) return error_message("%d merges for %d tokens (corrupt header)", M, V);
+    int64_t merge_bytes = 12 * (int64_t)M, least = HEADER_BYTES + 2 * (int64_t)V + merge_bytes;
+    if ((int64_t)size < least)
+        return error_message("truncated: %d tokens and %d merges need at least %lld bytes, the file has %zu", V, M,
+                             (long long)least, size);
     tokenizer_alloc(t, kind, V, eot, M);
-    int64_t pos = 1024;
-    for (int i = 0; i < V; i++) {
-        unsigned char len, bytes[TOKEN_MAX_BYTES];
-        fread_check(&len, 1, 1, f, path);
+    int64_t pos = HEADER_BYTES;
+    for (int i = 0; i < V && !bad; i++) {
+        int len = data[pos];
         // what must still follow this token's bytes: the other tokens (>= 2 bytes each), the merges
-        int64_t room = size - (pos + 1) - 2 * (int64_t)(V - 1 - i) - merge_bytes;
-        if (len == 0) fail("'%s': token %d has length 0 (corrupt file)", path, i);
-        if (len > room)
-            fail("'%s': token %d says it has %d bytes, but the file has room for %lld (truncated, or a corrupt length)",
-                 path, i, len, (long long)room);
-        fread_check(bytes, 1, len, f, path);
-        tokenizer_set_token(t, i, bytes, len);
+        int64_t room = (int64_t)size - (pos + 1) - 2 * (int64_t)(V - 1 - i) - merge_bytes;
+        if (len == 0) bad = error_message("token %d has length 0 (corrupt file)", i);
+        else if (len > room)
+            bad = error_message("token %d says it has %d bytes, but the file has room for %lld (truncated, or a "
+                                "corrupt length)", i, len, (long long)room);
+        else tokenizer_set_token(t, i, data + pos + 1, len);
         pos += 1 + len;
     }
-    if (size - pos != merge_bytes)
-        fail("'%s': %lld bytes follow the %d tokens, the %d merges take %lld (truncated or corrupt)", path,
-             (long long)(size - pos), V, M, (long long)merge_bytes);
-    fread_check(t->merges, sizeof(int32_t), (size_t)M * 3, f, path);
-    fclose(f);
-    const char* bad = tokenizer_check(t);
-    if (bad) fail("'%s' is corrupt: %s (rebuild it)", path, bad);
+    if (!bad && (int64_t)size - pos != merge_bytes)
+        bad = error_message("%lld bytes follow the %d tokens, the %d merges take %lld (truncated or corrupt)",
+                            (long long)((int64_t)size - pos), V, M, (long long)merge_bytes);
+    if (!bad) {
+        memcpy(t->merges, data + pos, (size_t)merge_bytes);
+        const char* why = tokenizer_check(t);
+        if (why) {
+            char copy[sizeof(error_text)];
+            snprintf(copy, sizeof(copy), "%s", why);
+            bad = error_message("corrupt tokenizer: %s (rebuild it)", copy);
+        }
+    }
+    if (bad) tokenizer_free(t);
+    return bad;
+}
+
+// Loads and checks a tokenizer file, then indexes it for encoding. Any problem exits with a
+// message naming the file, what was expected and what was found.
+static void tokenizer_load(Tokenizer* t, const char* path) {
+    size_t size;
+    unsigned char* data = read_whole_file(path, &size);
+    const char* bad = tokenizer_parse(t, data, size);
+    free(data);
+    if (bad) fail("'%s': %s", path, bad);
     tokenizer_index(t);
 }
 
@@ -1302,24 +1359,38 @@ static void shard_write(const char* path, const uint16_t* tokens, size_t n) {
     atomic_commit(f, tmp, path);
 }
 
-// Loads a whole shard and checks every token id is below vocab_size. Returns the token count.
-static size_t shard_load(const char* path, uint16_t** tokens, int vocab_size) {
-    FILE* f = fopen_check(path, "rb");
+// Checks a whole shard file data[0..size): header, token count against the length, and every token
+// id below vocab_size. *n = the token count (the tokens are the uint16s at data + 1024). Returns
+// NULL or a message.
+static const char* shard_parse(const unsigned char* data, size_t size, int vocab_size, size_t* n) {
     int32_t h[256];
-    read_header(h, f, path, SHARD_MAGIC, SHARD_VERSION, "token shard");
-    if (h[2] < 0) fail("'%s': negative token count %d", path, h[2]);
-    size_t n = (size_t)h[2];
-    int64_t want = 1024 + 2 * (int64_t)n, have = file_size(f);
-    if (have != want)
-        fail("'%s': header says %zu tokens (%lld bytes), the file has %lld bytes", path, n, (long long)want,
-             (long long)have);
-    *tokens = (uint16_t*)malloc_check(n * sizeof(uint16_t));
-    fread_check(*tokens, sizeof(uint16_t), n, f, path);
-    fclose(f);
-    for (size_t i = 0; i < n; i++)
-        if ((*tokens)[i] >= vocab_size)
-            fail("'%s': token %u at position %zu is outside the vocabulary (size %d): wrong tokenizer?", path,
-                 (*tokens)[i], i, vocab_size);
+    const char* bad = header_check(h, data, (int64_t)size, SHARD_MAGIC, SHARD_VERSION, "token shard");
+    if (bad) return bad;
+    if (h[2] < 0) return error_message("negative token count %d", h[2]);
+    *n = (size_t)h[2];
+    int64_t want = HEADER_BYTES + 2 * (int64_t)*n;
+    if ((int64_t)size != want)
+        return error_message("header says %zu tokens (%lld bytes), the file has %zu bytes (truncated or corrupt)",
+                             *n, (long long)want, size);
+    for (size_t i = 0; i < *n; i++) {
+        uint16_t token;
+        memcpy(&token, data + HEADER_BYTES + 2 * i, 2);
+        if (token >= vocab_size)
+            return error_message("token %u at position %zu is outside the vocabulary (size %d): wrong tokenizer?",
+                                 token, i, vocab_size);
+    }
+    return NULL;
+}
+
+// Loads a whole shard into *tokens (malloc'd, (n,)) and checks every token id is below vocab_size.
+// Returns the token count n.
+static size_t shard_load(const char* path, uint16_t** tokens, int vocab_size) {
+    size_t size, n = 0;
+    unsigned char* data = read_whole_file(path, &size);
+    const char* bad = shard_parse(data, size, vocab_size, &n);
+    if (bad) fail("'%s': %s", path, bad);
+    memmove(data, data + HEADER_BYTES, 2 * n); // the tokens to the front of the buffer
+    *tokens = (uint16_t*)data;
     return n;
 }
 
@@ -1352,28 +1423,43 @@ static void targets_write(const char* path, const uint16_t* targets, size_t n, i
     atomic_commit(f, tmp, path);
 }
 
-// Loads the targets of a shard of n_tokens tokens into *targets (n,); returns the example length.
-static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, int vocab_size) {
-    FILE* f = fopen_check(path, "rb");
+// Checks a target file of `size` bytes in data against its token shard of n_tokens tokens:
+// header, count = n_tokens, example length E dividing it, file length, every target < vocab_size
+// or TARGET_IGNORED. Sets *E. Returns NULL or a message.
+static const char* targets_parse(const unsigned char* data, size_t size, size_t n_tokens, int vocab_size, int* E) {
     int32_t h[256];
-    read_header(h, f, path, TARGETS_MAGIC, TARGETS_VERSION, "target shard");
+    const char* bad = header_check(h, data, (int64_t)size, TARGETS_MAGIC, TARGETS_VERSION, "target shard");
+    if (bad) return bad;
     if (h[2] < 0 || (size_t)h[2] != n_tokens)
-        fail("'%s' holds %d targets, its token shard %zu tokens (they must be made together)", path, h[2], n_tokens);
-    int E = h[3];
-    if (E < 1 || n_tokens % E != 0)
-        fail("'%s': example length %d does not divide the %zu tokens (corrupt header)", path, E, n_tokens);
-    int64_t want = 1024 + 2 * (int64_t)n_tokens, have = file_size(f);
-    if (have != want)
-        fail("'%s': header says %zu targets (%lld bytes), the file has %lld bytes", path, n_tokens, (long long)want,
-             (long long)have);
+        return error_message("holds %d targets, its token shard %zu tokens (they must be made together)", h[2], n_tokens);
+    *E = h[3];
+    if (*E < 1 || n_tokens % *E != 0)
+        return error_message("example length %d does not divide the %zu tokens (corrupt header)", *E, n_tokens);
+    int64_t want = HEADER_BYTES + 2 * (int64_t)n_tokens;
+    if ((int64_t)size != want)
+        return error_message("header says %zu targets (%lld bytes), the file has %zu bytes (truncated or corrupt)",
+                             n_tokens, (long long)want, size);
     if (vocab_size > TARGET_IGNORED)
-        fail("'%s': a vocabulary of %d tokens collides with the 'not scored' mark %d", path, vocab_size, TARGET_IGNORED);
-    *targets = (uint16_t*)malloc_check(n_tokens * sizeof(uint16_t));
-    fread_check(*targets, sizeof(uint16_t), n_tokens, f, path);
-    fclose(f);
-    for (size_t i = 0; i < n_tokens; i++)
-        if ((*targets)[i] >= vocab_size && (*targets)[i] != TARGET_IGNORED)
-            fail("'%s': target %u at position %zu is outside the vocabulary (size %d)", path, (*targets)[i], i, vocab_size);
+        return error_message("a vocabulary of %d tokens collides with the 'not scored' mark %d", vocab_size, TARGET_IGNORED);
+    for (size_t i = 0; i < n_tokens; i++) {
+        uint16_t target;
+        memcpy(&target, data + HEADER_BYTES + 2 * i, 2);
+        if (target >= vocab_size && target != TARGET_IGNORED)
+            return error_message("target %u at position %zu is outside the vocabulary (size %d)", target, i, vocab_size);
+    }
+    return NULL;
+}
+
+// Loads the targets of a shard of n_tokens tokens into *targets (malloc'd, (n_tokens,)); returns
+// the example length.
+static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, int vocab_size) {
+    size_t size;
+    int E = 0;
+    unsigned char* data = read_whole_file(path, &size);
+    const char* bad = targets_parse(data, size, n_tokens, vocab_size, &E);
+    if (bad) fail("'%s': %s", path, bad);
+    memmove(data, data + HEADER_BYTES, 2 * n_tokens); // the targets to the front of the buffer
+    *targets = (uint16_t*)data;
     return E;
 }
 
@@ -1420,8 +1506,8 @@ static void loader_load_shard(DataLoader* d, int shard) {
         if (E != d->T) fail("'%s' holds examples of %d tokens: use -T %d (got %d)", tpath, E, E, d->T);
     }
     if (d->n_tokens < loader_span(d))
-        fail("'%s' has %zu tokens, fewer than one batch needs (%zu): use a smaller -b or -T", path, d->n_tokens,
-             loader_span(d));
+        fail("'%s' has %zu tokens, fewer than one batch needs (%s = %zu): use a smaller -b or -T", path, d->n_tokens,
+             d->has_targets ? "B*T" : "B*T+1", loader_span(d));
 }
 
 static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vocab_size) {
@@ -1501,9 +1587,14 @@ static void print_usage(const char* prog, const char* summary, const Flag* flags
     printf("  %-26s print this help\n", "-h, --help");
 }
 
-static void usage_error(const char* prog, const char* fmt, const char* a, const char* b) {
+// Prints the error and the usage line, exits non-zero: every rejected flag value ends here.
+static void usage_error(const char* prog, const char* fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void usage_error(const char* prog, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "error: ");
-    fprintf(stderr, fmt, a, b);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\nusage: %s [flags]   (%s -h lists them)\n", prog, prog);
     exit(EXIT_FAILURE);
 }
@@ -1522,8 +1613,8 @@ static void parse_flags(int argc, char** argv, Flag* flags, int n, const char* s
         } else if (arg[0] == '-' && arg[1] && !arg[2]) {
             for (int k = 0; k < n; k++) if (flags[k].short_name == arg[1]) f = &flags[k];
         }
-        if (!f) usage_error(prog, "unknown flag '%s'%s", arg, "");
-        if (i + 1 >= argc) usage_error(prog, "flag '%s' needs a value%s", arg, "");
+        if (!f) usage_error(prog, "unknown flag '%s'", arg);
+        if (i + 1 >= argc) usage_error(prog, "flag '%s' needs a value", arg);
         const char* val = argv[++i];
         char* end = NULL;
         if (f->type == FLAG_STRING) {
@@ -1534,11 +1625,7 @@ static void parse_flags(int argc, char** argv, Flag* flags, int n, const char* s
         double x = f->type == FLAG_INT ? (double)strtoll(val, &end, 10) : strtod(val, &end);
         if (end == val || *end || errno == ERANGE || !isfinite(x))
             usage_error(prog, "flag '%s' wants a %s", arg, f->type == FLAG_INT ? "whole number" : "number");
-        if (x < f->min || x > f->max) {
-            char range[128];
-            snprintf(range, sizeof(range), " in [%g, %g], got %s", f->min, f->max, val);
-            usage_error(prog, "flag '%s' wants a value%s", arg, range);
-        }
+        if (x < f->min || x > f->max) usage_error(prog, "flag '%s' wants a value in [%g, %g], got %s", arg, f->min, f->max, val);
         if (f->type == FLAG_INT) *(int*)f->value = (int)x;
         else *(float*)f->value = (float)x;
     }

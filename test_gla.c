@@ -11,7 +11,11 @@
  *      decay set of the parameter table
  *   6. resume bit-identity (runs ./train_gla)
  *   7. tokenizers
- *   8. MQAR: generator, target-shard loader, masked loss, recall accuracy, symbols tokenizer
+ *   8. bad input: corrupt, truncated or mismatched checkpoints, optimizer states, shards, tokenizers,
+ *      reference dumps, and bad flags: each exits non-zero with the expected message
+ *   9. kill -9 at varied moments, inside saves too: the latest checkpoint loads and resuming from it
+ *      ends bit-identical to an uninterrupted run
+ *  10. MQAR: generator, target-shard loader, masked loss, recall accuracy, symbols tokenizer
  * Ends with "N passed, N failed" and exits non-zero on any failure.
  *
  * Metric: relative RMS error ‖ref − x‖ / ‖ref‖ per tensor (fla's metric, LAYERS.md §11.3), printed.
@@ -28,8 +32,14 @@
  */
 #define TESTING
 #include "train_gla.c"
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 static int passed = 0, failed = 0;
+// the folder holding the train_gla and data/ programs the tests run: $TEST_BIN_DIR, else "."
+// (make test-sanitize points it at the sanitized build)
+static const char* bin = ".";
 
 static void check(int ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 static void check(int ok, const char* fmt, ...) {
@@ -96,9 +106,13 @@ static void dump_load(Dump* d, const char* path) {
         if ((r->dtype != 1 && r->dtype != 2) || r->ndim < 0 || r->ndim > 4)
             fail("'%s': record %d ('%.96s') has dtype %d, ndim %d", path, i, r->name, r->dtype, r->ndim);
         r->numel = 1;
+        int64_t left = file_size(f) - ftello(f); // bytes after this record's name and meta
         for (int k = 0; k < r->ndim; k++) {
             r->shape[k] = meta[2 + k];
             if (r->shape[k] < 0) fail("'%s': record '%s' has a negative dimension", path, r->name);
+            if (r->shape[k] > 0 && r->numel > (size_t)(left / 4) / (size_t)r->shape[k])
+                fail("'%s': record '%s' (shape %d in dim %d) needs more than the %lld bytes left (truncated or corrupt)",
+                     path, r->name, r->shape[k], k, (long long)left);
             r->numel *= (size_t)r->shape[k];
         }
         r->data = malloc_check(r->numel * 4);
@@ -870,12 +884,6 @@ static void test_init(void) {
 }
 
 
-static int run_quiet(const char* cmd) {
-    char full[2048];
-    snprintf(full, sizeof(full), "%s > /tmp/test_gla_cmd.log 2>&1", cmd);
-    return system(full);
-}
-
 static void test_checkpoint_roundtrip(const char* dir, const char* pattern, int n_layer) {
     printf("-- %s\n", pattern);
     Config c = small_config(pattern, n_layer, 0);
@@ -942,9 +950,9 @@ static void test_resume(const char* dir) {
     write_tiny_data(dir);
     char cmd[4096], flags[2048], log[PATH_CAP];
     snprintf(flags, sizeof(flags),
-             "./train_gla -i %s/train.bin -j %s/val.bin -z %s/tok.bin -d 32 -L 2 -p gla,attn --mlp-hidden 32 "
+             "%s/train_gla -i %s/train.bin -j %s/val.bin -z %s/tok.bin -d 32 -L 2 -p gla,attn --mlp-hidden 32 "
              "-b 2 -T 32 -n 8 -u 2 -v 0 -s 0 -G 4 -m 1 --chunk 8",
-             dir, dir, dir);
+             bin, dir, dir, dir);
     snprintf(cmd, sizeof(cmd), "%s -o %s/full > %s/full.log 2>&1", flags, dir, dir);
     int rc1 = system(cmd);
     snprintf(cmd, sizeof(cmd), "%s -o %s/part -k 4 --stop-at 4 > %s/part1.log 2>&1", flags, dir, dir);
@@ -1098,35 +1106,51 @@ static int tok_same(const Tokenizer* a, const Tokenizer* b) {
     return memcmp(a->merges, b->merges, (size_t)a->n_merges * 3 * sizeof(int32_t)) == 0;
 }
 
-// Writes a damaged copy of `good` (cut or zero-padded to `keep` bytes when keep >= 0, then `len`
-// bytes overwritten at `offset`), runs ./data/tokenize on it and checks that it exits non-zero with
-// `message` in its error.
-static void tok_check_rejects(const char* dir, const char* good, const char* what, long keep, long offset,
-                              const void* bytes, size_t len, const char* message) {
+// Writes to `bad` a damaged copy of `good`: cut or zero-padded to `keep` bytes when keep >= 0, then
+// `len` bytes overwritten at `offset`. Returns 0 when `good` cannot be read.
+static int damage_copy(const char* good, const char* bad, long keep, long offset, const void* bytes, size_t len) {
     size_t n;
     unsigned char* data = tok_slurp(good, &n);
-    if (!data) { check(0, "corrupt tokenizer (%s): cannot read '%s'", what, good); return; }
+    if (!data) return 0;
     if (keep >= 0) {
         data = (unsigned char*)realloc(data, (size_t)keep + 1);
         if ((size_t)keep > n) memset(data + n, 0, (size_t)keep - n);
         n = (size_t)keep;
     }
     if (len > 0 && offset >= 0 && offset + len <= n) memcpy(data + offset, bytes, len);
-    char bad[PATH_CAP], log[PATH_CAP];
-    snprintf(bad, sizeof(bad), "%s/corrupt.bin", dir);
-    snprintf(log, sizeof(log), "%s/corrupt.log", dir);
     tok_spit(bad, data, n);
     free(data);
-    int rc = tok_run(log, "./data/tokenize '%s' encode < /dev/null", bad);
-    int said = tok_file_has(log, message);
-    check(rc > 0 && said, "corrupt tokenizer (%s): exit %d, error says \"%s\"%s", what, rc, message,
-          said ? "" : " (it does not: see the log below)");
-    if (!said) {
+    return 1;
+}
+
+// Runs the shell command `cmd` with its output in `log` and checks that it exits non-zero and that
+// its output says `message` (and `also`, unless NULL), and holds no sanitizer report (under make
+// test-sanitize a leak or an error would otherwise hide behind the expected non-zero exit); prints
+// the log when it does not.
+static void check_fails(const char* what, const char* cmd, const char* log, const char* message, const char* also) {
+    int rc = tok_run(log, "%s", cmd);
+    int said = tok_file_has(log, message) && (!also || tok_file_has(log, also)) && !tok_file_has(log, "Sanitizer");
+    check(rc > 0 && said, "%s: exit %d, error says \"%s\"%s%s%s", what, rc, message, also ? " and \"" : "",
+          also ? also : "", also ? "\"" : "");
+    if (!said || rc <= 0) {
         size_t ln;
         char* s = (char*)tok_slurp(log, &ln);
         printf("      log: %s", s ? s : "(none)\n");
         free(s);
     }
+}
+
+// Damages a copy of `good` (damage_copy), runs ./data/tokenize on it and checks that it exits
+// non-zero with `message` in its error.
+static void tok_check_rejects(const char* dir, const char* good, const char* what, long keep, long offset,
+                              const void* bytes, size_t len, const char* message) {
+    char bad[PATH_CAP], log[PATH_CAP], cmd[3 * PATH_CAP], label[256];
+    snprintf(bad, sizeof(bad), "%s/corrupt.bin", dir);
+    snprintf(log, sizeof(log), "%s/corrupt.log", dir);
+    snprintf(label, sizeof(label), "corrupt tokenizer (%s)", what);
+    if (!damage_copy(good, bad, keep, offset, bytes, len)) { check(0, "%s: cannot read '%s'", label, good); return; }
+    snprintf(cmd, sizeof(cmd), "%s/data/tokenize '%s' encode < /dev/null", bin, bad);
+    check_fails(label, cmd, log, message, NULL);
 }
 
 // The GPT-2 tokenizer file built from ../shared/data/gpt2: ids equal to the reference, decoding,
@@ -1140,7 +1164,7 @@ static void tok_test_gpt2(const char* dir) {
         check(0, "GPT-2 tokenizer: %s/encoder.json is missing (the shared data must be beside the repo)", TOK_GPT2_DIR);
         return;
     }
-    int rc = tok_run(log, "./data/tokenizer_gpt2 " TOK_GPT2_DIR " '%s'", path);
+    int rc = tok_run(log, "%s/data/tokenizer_gpt2 " TOK_GPT2_DIR " '%s'", bin, path);
     check(rc == 0, "GPT-2 tokenizer: ./data/tokenizer_gpt2 builds it from %s (exit %d)", TOK_GPT2_DIR, rc);
     if (rc != 0) return;
     Tokenizer t;
@@ -1203,8 +1227,8 @@ static void tok_test_gpt2(const char* dir) {
     char ids_out[PATH_CAP], txt_out[PATH_CAP];
     snprintf(ids_out, sizeof(ids_out), "%s/tricky.ids", dir);
     snprintf(txt_out, sizeof(txt_out), "%s/tricky.txt", dir);
-    int rc1 = tok_run(log, "./data/tokenize '%s' encode < " TOK_CASES "/tricky.txt > '%s'", path, ids_out);
-    int rc2 = tok_run(log, "./data/tokenize '%s' decode < '%s' > '%s'", path, ids_out, txt_out);
+    int rc1 = tok_run(log, "%s/data/tokenize '%s' encode < " TOK_CASES "/tricky.txt > '%s'", bin, path, ids_out);
+    int rc2 = tok_run(log, "%s/data/tokenize '%s' decode < '%s' > '%s'", bin, path, ids_out, txt_out);
     int *a, *b;
     long na = tok_read_ids(ids_out, &a), nb = tok_read_ids(TOK_CASES "/tricky.ids", &b);
     size_t nt, nt2;
@@ -1287,8 +1311,8 @@ static void test_tokenizers(void) {
     // re-encodes its training text into the trainer's own token count)
     snprintf(path, sizeof(path), "%s/bpe300.bin", dir);
     snprintf(path2, sizeof(path2), "%s/bpe300_again.bin", dir);
-    int rc1 = tok_run(log, "./data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", path);
-    int rc2 = tok_run(log, "./data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", path2);
+    int rc1 = tok_run(log, "%s/data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", bin, path);
+    int rc2 = tok_run(log, "%s/data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s'", bin, path2);
     size_t n1 = 0, n2 = 0;
     unsigned char *f1 = tok_slurp(path, &n1), *f2 = tok_slurp(path2, &n2);
     check(rc1 == 0 && rc2 == 0 && f1 && f2 && n1 == n2 && memcmp(f1, f2, n1) == 0,
@@ -1311,8 +1335,8 @@ static void test_tokenizers(void) {
         // through the command-line tool, with bytes that are not UTF-8
         snprintf(path2, sizeof(path2), "%s/binary.txt", dir);
         tok_spit(path2, TOK_TRICKY[TOK_N_TRICKY - 2].s, TOK_TRICKY[TOK_N_TRICKY - 2].n);
-        int rc = tok_run(log, "./data/tokenize '%s' encode < '%s' | ./data/tokenize '%s' decode | cmp - '%s'", path,
-                         path2, path, path2);
+        int rc = tok_run(log, "%s/data/tokenize '%s' encode < '%s' | %s/data/tokenize '%s' decode | cmp - '%s'", bin,
+                         path, path2, bin, path, path2);
         check(rc == 0, "data/tokenize: round trip of invalid UTF-8 through the trained BPE (exit %d)", rc);
         tokenizer_free(&bpe);
     }
@@ -1337,10 +1361,10 @@ static void test_tokenizers(void) {
     long merges_at = (long)size - 43 * 12; // the first merge of the trained BPE
     free(bpe_file);
     tok_check_rejects(dir, path, "truncated header", 500, 0, NULL, 0, "too short to be a tokenizer file");
-    tok_check_rejects(dir, path, "truncated tokens", 1024 + 300, 0, NULL, 0, "is truncated");
+    tok_check_rejects(dir, path, "truncated tokens", 1024 + 300, 0, NULL, 0, "truncated: 256 tokens and 0 merges need at least 1536 bytes");
     tok_check_rejects(dir, path2, "truncated merges", (long)size - 6, 0, NULL, 0, "truncated");
     v = 12345;
-    tok_check_rejects(dir, path, "wrong magic", -1, 0, &v, 4, "is not a tokenizer file: magic 12345");
+    tok_check_rejects(dir, path, "wrong magic", -1, 0, &v, 4, "not a tokenizer file: magic 12345, expected 20261103");
     v = 2;
     tok_check_rejects(dir, path, "wrong version", -1, 4, &v, 4, "tokenizer file version 2, this program reads version 1");
     v = 7;
@@ -1362,7 +1386,349 @@ static void test_tokenizers(void) {
 }
 
 // ----------------------------------------------------------------------------
-// 8. MQAR: the generator's examples (run through ./data/mqar), the loader of target shards, the
+// 8. bad input: every reader and the flag parser, through the programs a user runs. Each case must
+// exit non-zero with a message naming what was expected and what was found.
+
+// the command of the tiny run of sections 8 and 9 (inputs from write_tiny_data in dir), `steps` steps
+static void tiny_run_flags(char* out, size_t cap, const char* dir, int steps) {
+    snprintf(out, cap,
+             "%s/train_gla -i %s/train.bin -j %s/val.bin -z %s/tok.bin -d 32 -L 2 -p gla,attn --mlp-hidden 32 -b 2 "
+             "-T 32 -n %d -u 1 -v 0 -s 0 -G 4 -m 1 --chunk 8",
+             bin, dir, dir, dir, steps);
+}
+
+static long file_bytes(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+// Copies the step-2 checkpoint folder dir/good to dir/ck with its `kind` file ("model" or "state")
+// damaged (damage_copy of the one in `source`, a checkpoint folder), then checks that resuming from
+// dir/ck fails saying `message`.
+static void check_bad_checkpoint(const char* dir, const char* what, const char* kind, const char* source, long keep,
+                                 long offset, const void* bytes, size_t len, const char* message) {
+    char cmd[3 * PATH_CAP], flags[2048], good[PATH_CAP], bad[PATH_CAP], ck[PATH_CAP], log[PATH_CAP], label[256];
+    snprintf(ck, sizeof(ck), "%s/ck", dir);
+    snprintf(log, sizeof(log), "%s/ck.log", dir);
+    tok_run("/dev/null", "rm -rf '%s' && cp -r '%s/good' '%s'", ck, dir, ck);
+    ckpt_path(good, sizeof(good), source, kind, 2);
+    ckpt_path(bad, sizeof(bad), ck, kind, 2);
+    snprintf(label, sizeof(label), "bad %s file (%s)", kind, what);
+    if (!damage_copy(good, bad, keep, offset, bytes, len)) { check(0, "%s: cannot read '%s'", label, good); return; }
+    tiny_run_flags(flags, sizeof(flags), dir, 4);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s' -r 1", flags, ck);
+    check_fails(label, cmd, log, message, NULL);
+}
+
+// A damaged copy of the training shard dir/train.bin as the training data must fail saying `message`.
+static void check_bad_shard(const char* dir, const char* what, long keep, long offset, const void* bytes, size_t len,
+                            const char* message) {
+    char cmd[3 * PATH_CAP], flags[2048], good[PATH_CAP], bad[PATH_CAP], log[PATH_CAP], label[256];
+    snprintf(good, sizeof(good), "%s/train.bin", dir);
+    snprintf(bad, sizeof(bad), "%s/bad_shard.bin", dir);
+    snprintf(log, sizeof(log), "%s/shard.log", dir);
+    snprintf(label, sizeof(label), "bad shard (%s)", what);
+    if (!damage_copy(good, bad, keep, offset, bytes, len)) { check(0, "%s: cannot read '%s'", label, good); return; }
+    tiny_run_flags(flags, sizeof(flags), dir, 2);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/shard_out' -i '%s'", flags, dir, bad);
+    check_fails(label, cmd, log, message, NULL);
+}
+
+// Flags appended to the tiny run (later flags win) must be rejected with `message` and the usage line.
+static void check_bad_flags(const char* dir, const char* extra, const char* message) {
+    char cmd[3 * PATH_CAP], flags[2048], log[PATH_CAP], label[256];
+    snprintf(log, sizeof(log), "%s/flags.log", dir);
+    snprintf(label, sizeof(label), "bad flags '%s'", extra);
+    tiny_run_flags(flags, sizeof(flags), dir, 2);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/flags_out' %s", flags, dir, extra);
+    check_fails(label, cmd, log, message, "usage: ");
+}
+
+static void test_bad_input(const char* dir) {
+    char cmd[3 * PATH_CAP], flags[2048], path[PATH_CAP], log[PATH_CAP], msg[512], other[PATH_CAP];
+    write_tiny_data(dir);
+    snprintf(log, sizeof(log), "%s/good.log", dir);
+    tiny_run_flags(flags, sizeof(flags), dir, 2);
+    // good/: the checkpoint every corruption starts from; gla_gla/ and attn_gla/: another model with
+    // another parameter count, and one with the same count (the same layers in the other order)
+    int rc1 = tok_run(log, "%s -o '%s/good'", flags, dir);
+    int rc2 = tok_run(log, "%s -o '%s/gla_gla' -p gla,gla", flags, dir);
+    int rc3 = tok_run(log, "%s -o '%s/attn_gla' -p attn,gla", flags, dir);
+    check(rc1 == 0 && rc2 == 0 && rc3 == 0, "bad input: three good 2-step runs exit 0 (%d, %d, %d)", rc1, rc2, rc3);
+    snprintf(other, sizeof(other), "%s/good", dir);
+    ckpt_path(path, sizeof(path), other, "model", 2);
+    long model_size = file_bytes(path), n_params = (model_size - 1024) / 4;
+    ckpt_path(path, sizeof(path), other, "state", 2);
+    long state_size = file_bytes(path);
+    check(model_size > 1024 && state_size == 1024 + 8 * n_params, "bad input: step-2 checkpoint of %ld parameters", n_params);
+
+    // the model file; its header: [0] magic [1] version [3] d_model [12] attn heads [17] parameter count [64] layer 0's mixer
+    int32_t v;
+    snprintf(msg, sizeof(msg), "file is %ld bytes, expected %ld", model_size - 4, model_size);
+    check_bad_checkpoint(dir, "truncated", "model", other, model_size - 4, 0, NULL, 0, msg);
+    check_bad_checkpoint(dir, "shorter than a header", "model", other, 100, 0, NULL, 0,
+                         "too short to be a model checkpoint (100 bytes");
+    v = 12345;
+    check_bad_checkpoint(dir, "wrong magic", "model", other, -1, 0, &v, 4, "not a model checkpoint: magic 12345");
+    v = 2;
+    check_bad_checkpoint(dir, "wrong version", "model", other, -1, 4, &v, 4,
+                         "model checkpoint version 2, this program reads version 1");
+    v = (int32_t)n_params + 1;
+    snprintf(msg, sizeof(msg), "header says %ld parameters, its config implies %ld", n_params + 1, n_params);
+    check_bad_checkpoint(dir, "parameter count", "model", other, -1, 17 * 4, &v, 4, msg);
+    v = 48;
+    check_bad_checkpoint(dir, "d_model 48 in the header", "model", other, -1, 3 * 4, &v, 4, "its config implies");
+    v = 3;
+    check_bad_checkpoint(dir, "3 attention heads of d = 32", "model", other, -1, 12 * 4, &v, 4,
+                         "invalid config in the header: attn_heads 3 does not divide d_model 32");
+    v = 9;
+    check_bad_checkpoint(dir, "mixer id 9", "model", other, -1, 64 * 4, &v, 4, "layer 0 has unknown or unsupported mixer id 9");
+    uint32_t nan_bits = 0x7fc00000u;
+    check_bad_checkpoint(dir, "NaN bytes in parameter 5", "model", other, -1, 1024 + 5 * 4, &nan_bits, 4,
+                         "parameter 5 is not finite");
+
+    // the optimizer-state file
+    snprintf(msg, sizeof(msg), "is %ld bytes, expected %ld", state_size - 8, state_size);
+    check_bad_checkpoint(dir, "truncated", "state", other, state_size - 8, 0, NULL, 0, msg);
+    v = 12345;
+    check_bad_checkpoint(dir, "wrong magic", "state", other, -1, 0, &v, 4, "not an optimizer-state file: magic 12345");
+    check_bad_checkpoint(dir, "NaN moment", "state", other, -1, 1024 + 3 * 4, &nan_bits, 4, "optimizer moment 3 is invalid");
+    snprintf(other, sizeof(other), "%s/gla_gla", dir);
+    snprintf(msg, sizeof(msg), "parameters, the model has %ld", n_params);
+    check_bad_checkpoint(dir, "from a model of another size", "state", other, -1, 0, NULL, 0, msg);
+    snprintf(other, sizeof(other), "%s/attn_gla", dir);
+    check_bad_checkpoint(dir, "from attn,gla: same size, other config", "state", other, -1, 0, NULL, 0,
+                         "was written for another model config");
+    snprintf(other, sizeof(other), "%s/good", dir);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/good' -r 1 -b 3", flags, dir);
+    check_fails("resume with another batch size", cmd, log, "was trained with -b 2 -T 32; resume with the same (got -b 3 -T 32)", NULL);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/empty' -r 1", flags, dir);
+    check_fails("resume without a checkpoint", cmd, log, "no complete checkpoint (DONE_* marker)", NULL);
+
+    // token shards: 20000 tokens of the byte tokenizer
+    check_bad_shard(dir, "truncated", 1024 + 40000 - 2, 0, NULL, 0,
+                    "header says 20000 tokens (41024 bytes), the file has 41022 bytes");
+    check_bad_shard(dir, "shorter than a header", 10, 0, NULL, 0, "too short to be a token shard (10 bytes");
+    v = 12345;
+    check_bad_shard(dir, "wrong magic", -1, 0, &v, 4, "not a token shard: magic 12345");
+    v = 2;
+    check_bad_shard(dir, "wrong version", -1, 4, &v, 4, "token shard version 2, this program reads version 1");
+    uint16_t big = 300;
+    check_bad_shard(dir, "token out of range", -1, 1024 + 2 * 10, &big, 2,
+                    "token 300 at position 10 is outside the vocabulary (size 256)");
+    v = 20;
+    check_bad_shard(dir, "fewer tokens than a batch", 1024 + 40, 8, &v, 4, "has 20 tokens, fewer than one batch needs (B*T+1 = 65)");
+
+    // the tokenizer and the reference dumps, through the programs that read them
+    snprintf(path, sizeof(path), "%s/tok.bin", dir);
+    snprintf(other, sizeof(other), "%s/bad_tok.bin", dir);
+    v = 12345;
+    damage_copy(path, other, -1, 0, &v, 4);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/tok_out' -z '%s'", flags, dir, other);
+    check_fails("bad tokenizer given to train_gla", cmd, log, "not a tokenizer file: magic 12345", NULL);
+    snprintf(other, sizeof(other), "%s/dumps", dir);
+    mkdir_p(other);
+    snprintf(path, sizeof(path), "%s/bad.bin", other);
+    damage_copy("dev/dumps/gla_pure.bin", path, -1, 0, &v, 4);
+    snprintf(cmd, sizeof(cmd), "%s/test_gla '%s'", bin, other);
+    check_fails("reference dump (wrong magic) given to test_gla", cmd, log, "not a reference dump: magic 12345", NULL);
+    int32_t record[2] = {1, 1}; // the first record becomes float32 of 1 dimension ...
+    damage_copy("dev/dumps/gla_pure.bin", path, -1, 1024 + 96, record, 8);
+    v = 2000000000; // ... of 2e9 elements
+    damage_copy(path, path, -1, 1024 + 96 + 8, &v, 4);
+    check_fails("reference dump (record larger than the file)", cmd, log, "needs more than the", NULL);
+    damage_copy("dev/dumps/gla_pure.bin", path, 5000, 0, NULL, 0);
+    check_fails("reference dump (truncated)", cmd, log, "truncated", NULL);
+
+    // flags
+    check_bad_flags(dir, "--bogus 1", "unknown flag '--bogus'");
+    check_bad_flags(dir, "--steps", "flag '--steps' needs a value");
+    check_bad_flags(dir, "-b x", "flag '-b' wants a whole number");
+    check_bad_flags(dir, "--lr 20", "flag '--lr' wants a value in [0, 10], got 20");
+    check_bad_flags(dir, "-T 1", "flag '-T' wants a value in [2, 65536], got 1");
+    check_bad_flags(dir, "--attn-heads 3", "attn_heads 3 does not divide d_model 32");
+    check_bad_flags(dir, "--attn-heads 4 --kv-heads 3", "attn_kv_heads 3 does not divide attn_heads 4");
+    check_bad_flags(dir, "-p gla,mamba", "unknown mixer 'mamba'");
+    check_bad_flags(dir, "-p gla,gla,attn", "the pattern lists 3 layers but n_layer is 2");
+    check_bad_flags(dir, "-p attn:3", "'attn' is not a linear mixer");
+    check_bad_flags(dir, "-u 5", "--warmup 5 exceeds --steps 2");
+    // a model far too large for any machine is refused before it is allocated, with the estimate
+    snprintf(cmd, sizeof(cmd), "%s -o '%s/big' -d 1024 -p attn -b 4096 -T 65536", flags, dir);
+    check_fails("a run too large for memory", cmd, log, "MiB but the machine has", NULL);
+}
+
+// ----------------------------------------------------------------------------
+// 9. kill -9 at any moment, during saves included: the latest checkpoint with a DONE marker loads,
+// and resuming from it ends with checkpoint files byte-identical to an uninterrupted run's.
+
+// Starts the shell command `cmd` with its output in `log`; returns the pid of the command itself
+// (the shell execs it), so that a signal reaches the program and not the shell.
+static pid_t spawn_logged(const char* cmd, const char* log) {
+    char full[3 * PATH_CAP];
+    snprintf(full, sizeof(full), "exec %s > '%s' 2>&1", cmd, log);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", full, (char*)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+// Waits (up to 20 s) until `path` exists or process pid has ended; returns whether it exists.
+static int wait_for_file(const char* path, pid_t pid) {
+    for (int i = 0; i < 20000; i++) {
+        if (access(path, F_OK) == 0) return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return access(path, F_OK) == 0;
+        usleep(1000);
+    }
+    return 0;
+}
+
+// NULL when the checkpoint of `step` in dir has its marker and its model file parses with finite
+// parameters (the readers' cores, so nothing exits), else what is wrong.
+static const char* checkpoint_loads(const char* dir, int step) {
+    char path[PATH_CAP];
+    ckpt_path(path, sizeof(path), dir, "DONE", step);
+    if (access(path, F_OK) != 0) return "no DONE marker";
+    ckpt_path(path, sizeof(path), dir, "model", step);
+    size_t size;
+    unsigned char* data = access(path, R_OK) == 0 ? read_whole_file(path, &size) : NULL;
+    if (!data) return "no model file";
+    Config c;
+    const char* bad = checkpoint_parse_header(data, (int64_t)size, &c);
+    if (!bad) bad = params_check((const float*)(data + HEADER_BYTES), (size - HEADER_BYTES) / 4);
+    free(data);
+    return bad;
+}
+
+// After a kill in dir: the latest complete checkpoint loads, and finishing the run from it (or from
+// scratch when there is none) gives the final checkpoint files of the uninterrupted run in `full`.
+// Returns whether both hold; `what` names the kill in the messages.
+static int resume_matches(const char* dir, const char* full, const char* flags, int final_step, const char* what) {
+    int latest = latest_checkpoint(dir);
+    const char* bad = latest >= 0 ? checkpoint_loads(dir, latest) : NULL;
+    if (bad) {
+        check(0, "%s: the latest checkpoint (step %d) does not load: %s", what, latest, bad);
+        return 0;
+    }
+    char cmd[3 * PATH_CAP], log[PATH_CAP];
+    snprintf(log, sizeof(log), "%s/resume.log", dir);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s'%s", flags, dir, latest >= 0 ? " -r 1" : "");
+    int rc = tok_run(log, "%s", cmd);
+    char said[64];
+    snprintf(said, sizeof(said), "resumed from step %d", latest);
+    int same = rc == 0 && (latest < 0 || tok_file_has(log, said));
+    const char* kinds[2] = {"model", "state"};
+    for (int i = 0; i < 2 && same; i++) {
+        char a[PATH_CAP], b[PATH_CAP];
+        ckpt_path(a, sizeof(a), full, kinds[i], final_step);
+        ckpt_path(b, sizeof(b), dir, kinds[i], final_step);
+        same = tok_run("/dev/null", "cmp -s '%s' '%s'", a, b) == 0;
+    }
+    if (!same) check(0, "%s: resuming from step %d (exit %d) does not give the uninterrupted run's step-%d files (%s)",
+                     what, latest, rc, final_step, dir);
+    return same;
+}
+
+// Kills the run deterministically inside the save of step 6: the .tmp file the save writes first
+// (`kind` = model, state or DONE) is a named pipe, so the program blocks in it. For model and state
+// it is killed after we have read 4 KiB of the file (in the middle of writing it), for DONE while it
+// opens the marker (both other files are complete). The pipe is then replaced by the 4 KiB the
+// program wrote, as a regular file: what a kill leaves on disk. `before` names the file whose
+// arrival shows the program has gone past the previous file (DONE of step 5, model or state of 6).
+static void kill_in_save(const char* dir, const char* full, const char* flags, const char* kind, const char* before) {
+    char out[PATH_CAP], fifo[PATH_CAP], wait_path[PATH_CAP], log[PATH_CAP], cmd[3 * PATH_CAP], what[128];
+    snprintf(out, sizeof(out), "%s/kill_%s", dir, kind);
+    mkdir_p(out);
+    ckpt_path(fifo, sizeof(fifo), out, kind, 6);
+    strcat(fifo, ".tmp");
+    ckpt_path(wait_path, sizeof(wait_path), out, before, strcmp(before, "DONE") ? 6 : 5);
+    snprintf(what, sizeof(what), "kill -9 while writing %s_00000006%s", kind, strcmp(kind, "DONE") ? ".bin" : "");
+    if (mkfifo(fifo, 0644) != 0) { check(0, "%s: cannot create the pipe '%s'", what, fifo); return; }
+    snprintf(log, sizeof(log), "%s/run.log", out);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s'", flags, out);
+    pid_t pid = spawn_logged(cmd, log);
+    int reached = wait_for_file(wait_path, pid);
+    unsigned char partial[4096];
+    size_t got = 0;
+    if (reached && strcmp(kind, "DONE") != 0) { // read 4 KiB of what the save writes
+        int fd = open(fifo, O_RDONLY | O_NONBLOCK);
+        for (int i = 0; fd >= 0 && got < sizeof(partial) && i < 20000; i++) {
+            ssize_t r = read(fd, partial + got, sizeof(partial) - got);
+            if (r > 0) got += (size_t)r;
+            else usleep(1000);
+        }
+        reached = got == sizeof(partial);
+        kill(pid, SIGKILL); // before closing the pipe, which would end the program with SIGPIPE
+        if (fd >= 0) close(fd);
+    } else if (reached) {
+        usleep(20000); // it cannot get past opening the marker's pipe
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    unlink(fifo);
+    tok_spit(fifo, partial, got); // for DONE an empty DONE_00000006.tmp, which is not a marker
+    int latest = latest_checkpoint(out);
+    check(reached && killed && latest == 5, "%s: killed in the save (%zu bytes written), latest complete checkpoint: step %d",
+          what, got, latest);
+    if (reached && killed && resume_matches(out, full, flags, 12, what))
+        check(1, "%s: resumed from step 5, the step-12 files equal the uninterrupted run's", what);
+}
+
+static void test_kill_during_save(const char* dir) {
+    char flags[2048], log[PATH_CAP], full[PATH_CAP], cmd[3 * PATH_CAP];
+    // one thread: spinning OpenMP workers on a busy machine would stretch the run, and the kill times
+    // below, by orders of magnitude (the results are the same for any thread count)
+    setenv("OMP_NUM_THREADS", "1", 1);
+    write_tiny_data(dir);
+    tiny_run_flags(flags, sizeof(flags), dir, 12);
+    strcat(flags, " -k 1 --keep 2"); // a checkpoint every step, the last two kept
+    snprintf(full, sizeof(full), "%s/full", dir);
+    snprintf(log, sizeof(log), "%s/full.log", dir);
+    snprintf(cmd, sizeof(cmd), "%s -o '%s'", flags, full);
+    double t0 = now_seconds();
+    int rc = tok_run(log, "%s", cmd);
+    double duration = now_seconds() - t0;
+    check(rc == 0 && latest_checkpoint(full) == 12, "kill: the uninterrupted 12-step run saves every step (%.0f ms)",
+          duration * 1e3);
+    kill_in_save(dir, full, flags, "model", "DONE");
+    kill_in_save(dir, full, flags, "state", "model");
+    kill_in_save(dir, full, flags, "DONE", "state");
+    // and at moments spread over the whole run: before the first save, inside saves, between them
+    int kills = 10, in_save = 0, finished = 0, ok = 1;
+    for (int i = 0; i < kills; i++) {
+        char out[PATH_CAP], what[64];
+        snprintf(out, sizeof(out), "%s/kill_at_%d", dir, i);
+        snprintf(what, sizeof(what), "kill -9 at %.0f%% of the run", 100.0 * (i + 0.5) / kills);
+        mkdir_p(out);
+        snprintf(log, sizeof(log), "%s/run.log", out);
+        snprintf(cmd, sizeof(cmd), "%s -o '%s'", flags, out);
+        pid_t pid = spawn_logged(cmd, log);
+        usleep((useconds_t)(duration * 1e6 * (i + 0.5) / kills));
+        kill(pid, SIGKILL);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        finished += WIFEXITED(status);
+        // a save was cut short when a .tmp file is left, or the newest model file has no marker
+        glob_t g;
+        char pattern[PATH_CAP];
+        snprintf(pattern, sizeof(pattern), "%s/*.tmp", out);
+        int tmp_left = glob(pattern, 0, NULL, &g) == 0;
+        if (tmp_left) globfree(&g);
+        char next[PATH_CAP];
+        ckpt_path(next, sizeof(next), out, "model", latest_checkpoint(out) + 1);
+        in_save += tmp_left || access(next, F_OK) == 0;
+        ok &= resume_matches(out, full, flags, 12, what);
+    }
+    check(ok, "kill: %d kills spread over the run (%d inside a save, %d after the end): each resumes to the "
+              "uninterrupted run's step-12 files", kills, in_save, finished);
+}
+
+// ----------------------------------------------------------------------------
+// 10. MQAR: the generator's examples (run through ./data/mqar), the loader of target shards, the
 // masked loss of a whole model, recall accuracy, and the symbols tokenizer
 
 // Checks every example of DIR/mqar_train.bin (+ .targets) written with -V V -T T -K K: the context
@@ -1417,13 +1783,13 @@ static void mqar_check_examples(const char* dir, int V, int T, int K, int zero_f
 }
 
 static void test_mqar(const char* dir) {
-    printf("== 8. MQAR\n");
+    printf("== 10. MQAR\n");
     char logf[PATH_CAP], sub[PATH_CAP];
     snprintf(logf, sizeof(logf), "%s/mqar.log", dir);
     // the generator; T = 48, K = 6 leaves S = 18 query slots
     enum { V = 64, T = 48, K = 6, S = (T - 2 * K) / 2 };
     snprintf(sub, sizeof(sub), "%s/mqar_zero", dir);
-    int rc = tok_run(logf, "./data/mqar -V %d -T %d -K %d --train 4000 --val 20 -o '%s'", V, T, K, sub);
+    int rc = tok_run(logf, "%s/data/mqar -V %d -T %d -K %d --train 4000 --val 20 -o '%s'", bin, V, T, K, sub);
     check(rc == 0, "data/mqar writes shards, targets and a tokenizer (exit %d)", rc);
     long first[S] = {0};
     int n_ex = 0;
@@ -1442,11 +1808,11 @@ static void test_mqar(const char* dir) {
           "mqar: query slots follow p(s) ∝ (s+1)^-0.99: chi2 %.1f (< 40.79, 17 dof, p = 0.001); against uniform %.0f",
           chi2, chi2_uniform);
     snprintf(sub, sizeof(sub), "%s/mqar_random", dir);
-    rc = tok_run(logf, "./data/mqar -V %d -T %d -K %d --train 500 --val 20 --fill random -o '%s'", V, T, K, sub);
+    rc = tok_run(logf, "%s/data/mqar -V %d -T %d -K %d --train 500 --val 20 --fill random -o '%s'", bin, V, T, K, sub);
     long first_r[S] = {0};
     if (rc == 0) mqar_check_examples(sub, V, T, K, 0, first_r, &n_ex);
     check(rc == 0, "data/mqar --fill random (exit %d)", rc);
-    rc = tok_run(logf, "./data/mqar -V 64 -T 20 -K 6 -o '%s/bad'", dir);
+    rc = tok_run(logf, "%s/data/mqar -V 64 -T 20 -K 6 -o '%s/bad'", bin, dir);
     check(rc != 0 && tok_file_has(logf, "T >= 4K = 24"), "data/mqar refuses -T 20 -K 6 (the queries need T >= 4K)");
 
     // the loader: each row is one example, targets aligned (no shift), not scored -> IGNORE_INDEX
@@ -1506,13 +1872,28 @@ static void test_mqar(const char* dir) {
 
     // train_gla on MQAR: a -T that is not the example length is refused; the recall is reported
     snprintf(sub, sizeof(sub), "%s/mqar_zero", dir);
-#define MQAR_RUN "./train_gla -i '%s/mqar_train.bin' -j '%s/mqar_val.bin' -z '%s/tokenizer.bin' -d 32 -L 2 " \
+#define MQAR_RUN "%s/train_gla -i '%s/mqar_train.bin' -j '%s/mqar_val.bin' -z '%s/tokenizer.bin' -d 32 -L 2 " \
                  "-p gla:1 --mlp-hidden 32 -b 4 -T %d -n 3 -u 0 -v 0 -s 0 -G 0 -m 2 -o '%s/mqar_out'"
-    rc = tok_run(logf, MQAR_RUN, sub, sub, sub, T / 2, dir);
+    rc = tok_run(logf, MQAR_RUN, bin, sub, sub, sub, T / 2, dir);
     check(rc != 0 && tok_file_has(logf, "holds examples of 48 tokens: use -T 48"), "train_gla: -T 24 on 48-token MQAR examples is refused");
-    rc = tok_run(logf, MQAR_RUN, sub, sub, sub, T, dir);
+    rc = tok_run(logf, MQAR_RUN, bin, sub, sub, sub, T, dir);
     check(rc == 0 && tok_file_has(logf, "recall ") && tok_file_has(logf, "(48 scored)"),
           "train_gla: trains on MQAR and reports recall over the 2 val batches' 2*4*6 = 48 scored targets");
+    // damaged target files: train_gla names the file and what is wrong
+    char bad_dir[PATH_CAP], good[PATH_CAP], broken[PATH_CAP], cmd[4 * PATH_CAP];
+    snprintf(bad_dir, sizeof(bad_dir), "%s/mqar_bad", dir);
+    tok_run(logf, "rm -rf '%s' && cp -r '%s' '%s'", bad_dir, sub, bad_dir);
+    snprintf(good, sizeof(good), "%s/mqar_val.targets", sub);
+    snprintf(broken, sizeof(broken), "%s/mqar_val.targets", bad_dir);
+    snprintf(cmd, sizeof(cmd), MQAR_RUN, bin, bad_dir, bad_dir, bad_dir, T, dir);
+    damage_copy(good, broken, 1024 + 2 * 20 * T - 2, -1, NULL, 0);
+    check_fails("truncated target file", cmd, logf, "the file has 2942 bytes (truncated or corrupt)", "mqar_val.targets");
+    uint16_t outside = 100;
+    damage_copy(good, broken, -1, 1024, &outside, 2);
+    check_fails("target outside the vocabulary", cmd, logf, "target 100 at position 0 is outside the vocabulary (size 64)", NULL);
+    int32_t magic = 12345;
+    damage_copy(good, broken, -1, 0, &magic, 4);
+    check_fails("target file with a wrong magic", cmd, logf, "not a target shard: magic 12345, expected 20261104", NULL);
 
     // the symbols tokenizer the generator writes: names in, ids out, and back
     snprintf(sub, sizeof(sub), "%s/mqar_zero/tokenizer.bin", dir);
@@ -1537,6 +1918,7 @@ static void test_mqar(const char* dir) {
 }
 
 int main(int argc, char** argv) {
+    if (getenv("TEST_BIN_DIR")) bin = getenv("TEST_BIN_DIR");
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
     char pattern[PATH_CAP];
     snprintf(pattern, sizeof(pattern), "%s/*.bin", dump_dir);
@@ -1618,6 +2000,21 @@ int main(int argc, char** argv) {
     test_resume(dir);
 
     test_tokenizers();
+
+    printf("== 8. bad input\n");
+    char bad_dir[] = "/tmp/test_bad_XXXXXX";
+    if (!mkdtemp(bad_dir)) fail("cannot create a temporary directory");
+    int failed_before = failed;
+    test_bad_input(bad_dir);
+    if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", bad_dir); // kept for a look otherwise
+
+    printf("== 9. kill -9 during saves\n");
+    char kill_dir[] = "/tmp/test_kill_XXXXXX";
+    if (!mkdtemp(kill_dir)) fail("cannot create a temporary directory");
+    failed_before = failed;
+    test_kill_during_save(kill_dir);
+    if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", kill_dir);
+
     test_mqar(dir);
 
     printf("%d passed, %d failed\n", passed, failed);

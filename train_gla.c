@@ -2748,7 +2748,8 @@ int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
 
 // ----------------------------------------------------------------------------
 // optimizer-state file: header [0] magic [1] version [2] step [3] shard [4,5] data position (lo, hi)
-// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T; then AdamW m and v.
+// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T [12,13] fingerprint of
+// the model's config (lo, hi; 0 in files written before it existed); then AdamW m and v.
 
 typedef struct {
     int step;
@@ -2758,13 +2759,24 @@ typedef struct {
     int B, T;
 } TrainState;
 
+// FNV-1a of the model's checkpoint header: two configs with the same parameter count (the same
+// mixers in another order, say) still differ here. Never 0.
+static uint64_t config_fingerprint(const Model* m) {
+    int32_t h[256];
+    config_to_header(&m->config, m->num_params, h);
+    uint64_t fp = hash_bytes((const unsigned char*)h, sizeof(h));
+    return fp ? fp : 1;
+}
+
 void state_write(const char* path, const Model* m, const TrainState* s) {
     char tmp[PATH_CAP];
     int32_t h[256] = {STATE_MAGIC, STATE_VERSION, s->step, s->shard};
+    uint64_t fp = config_fingerprint(m);
     h[4] = (int32_t)(s->pos & 0xffffffff); h[5] = (int32_t)(s->pos >> 32);
     h[6] = (int32_t)(s->rng & 0xffffffff); h[7] = (int32_t)(s->rng >> 32);
     h[8] = (int32_t)(m->num_params & 0xffffffff); h[9] = (int32_t)((uint64_t)m->num_params >> 32);
     h[10] = s->B; h[11] = s->T;
+    h[12] = (int32_t)(fp & 0xffffffff); h[13] = (int32_t)(fp >> 32);
     FILE* f = atomic_open(path, tmp);
     fwrite_check(h, sizeof(int32_t), 256, f, tmp);
     fwrite_check(m->adam_m, sizeof(float), m->num_params, f, tmp);
@@ -2772,6 +2784,8 @@ void state_write(const char* path, const Model* m, const TrainState* s) {
     atomic_commit(f, tmp, path);
 }
 
+// Reads an optimizer-state file into m's AdamW moments and *s, checking it against the model m:
+// parameter count, config fingerprint, file length, finite moments.
 void state_read(const char* path, Model* m, TrainState* s) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[256];
@@ -2783,9 +2797,13 @@ void state_read(const char* path, Model* m, TrainState* s) {
     size_t n = (size_t)(uint32_t)h[8] | ((size_t)(uint32_t)h[9] << 32);
     s->B = h[10];
     s->T = h[11];
+    uint64_t fp = (uint64_t)(uint32_t)h[12] | ((uint64_t)(uint32_t)h[13] << 32), want_fp = config_fingerprint(m);
     if (n != m->num_params) fail("'%s' holds optimizer state for %zu parameters, the model has %zu", path, n, m->num_params);
+    if (fp != 0 && fp != want_fp)
+        fail("'%s' was written for another model config (fingerprint %016llx, this model's is %016llx): it does "
+             "not belong to this checkpoint", path, (unsigned long long)fp, (unsigned long long)want_fp);
     if (s->step < 0) fail("'%s': negative step %d", path, s->step);
-    int64_t want = 1024 + 8 * (int64_t)n, have = file_size(f);
+    int64_t want = HEADER_BYTES + 8 * (int64_t)n, have = file_size(f);
     if (have != want) fail("'%s' is %lld bytes, expected %lld (truncated or corrupt)", path, (long long)have, (long long)want);
     fread_check(m->adam_m, sizeof(float), n, f, path);
     fread_check(m->adam_v, sizeof(float), n, f, path);
@@ -2799,6 +2817,32 @@ void state_read(const char* path, Model* m, TrainState* s) {
 // marker DONE_<s>, written last, that says both files are complete. Resume looks for markers only.
 static void ckpt_path(char* out, size_t cap, const char* dir, const char* kind, int step) {
     snprintf(out, cap, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") ? ".bin" : "");
+}
+
+// The step of a DONE marker's path ".../DONE_<digits>", or -1 for anything else (the marker's own
+// DONE_<step>.tmp, left behind by a run killed while writing it, is not a marker).
+static int marker_step(const char* path) {
+    const char* digits = strrchr(path, '_') + 1;
+    if (!*digits || strspn(digits, "0123456789") != strlen(digits)) return -1;
+    return atoi(digits);
+}
+
+// The steps of the complete checkpoints in dir (those with a DONE marker), ascending, malloc'd into
+// *steps; returns their count.
+static int checkpoint_steps(const char* dir, int** steps) {
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
+    int n = 0;
+    if (glob(pattern, 0, NULL, &g) == 0) { // sorted, and %08d sorts by number
+        *steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            if (marker_step(g.gl_pathv[i]) >= 0) (*steps)[n++] = marker_step(g.gl_pathv[i]);
+        globfree(&g);
+    } else {
+        *steps = NULL;
+    }
+    return n;
 }
 
 void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int keep) {
@@ -2815,32 +2859,23 @@ void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int k
     atomic_commit(f, tmp, path);
     // drop checkpoints older than the `keep` most recent (marker first, so none is left half-deleted
     // with its marker)
-    glob_t g;
-    char pattern[PATH_CAP];
-    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
-    if (keep > 0 && glob(pattern, 0, NULL, &g) == 0) {
-        for (int i = 0; i + keep < (int)g.gl_pathc; i++) {
-            int old = atoi(strrchr(g.gl_pathv[i], '_') + 1);
-            const char* kinds[] = {"DONE", "model", "state"};
-            for (int k = 0; k < 3; k++) { ckpt_path(path, sizeof(path), dir, kinds[k], old); remove(path); }
+    int* steps;
+    int n = checkpoint_steps(dir, &steps);
+    const char* kinds[] = {"DONE", "model", "state"};
+    for (int i = 0; keep > 0 && i + keep < n; i++)
+        for (int k = 0; k < 3; k++) {
+            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
+            remove(path);
         }
-        globfree(&g);
-    }
+    free(steps);
 }
 
 // highest step with a DONE marker in dir, or −1
 int latest_checkpoint(const char* dir) {
-    glob_t g;
-    char pattern[PATH_CAP];
-    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
-    int best = -1;
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc; i++) {
-            int s = atoi(strrchr(g.gl_pathv[i], '_') + 1);
-            if (s > best) best = s;
-        }
-        globfree(&g);
-    }
+    int* steps;
+    int n = checkpoint_steps(dir, &steps);
+    int best = n > 0 ? steps[n - 1] : -1;
+    free(steps);
     return best;
 }
 
@@ -2987,7 +3022,7 @@ int main(int argc, char** argv) {
     };
     parse_flags(argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
                 "Trains a GLA / softmax-attention hybrid language model on the CPU.");
-    if (warmup > steps && steps > 0) fail("--warmup %d exceeds --steps %d", warmup, steps);
+    if (warmup > steps && steps > 0) usage_error(argv[0], "--warmup %d exceeds --steps %d", warmup, steps);
 
     Tokenizer tok;
     tokenizer_load(&tok, tok_path);
@@ -3025,9 +3060,9 @@ int main(int argc, char** argv) {
         cfg.conv_size = conv_size;
         cfg.use_lower_bound = lower_bound;
         const char* bad = parse_pattern(pattern, n_layer, cfg.pattern);
-        if (bad) fail("--pattern '%s': %s", pattern, bad);
+        if (bad) usage_error(argv[0], "--pattern '%s': %s", pattern, bad);
         bad = validate_config(&cfg);
-        if (bad) fail("bad model flags: %s", bad);
+        if (bad) usage_error(argv[0], "bad model flags: %s", bad);
     }
     if (cfg.vocab_size != tok.vocab_size)
         fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d)", cfg.vocab_size, tok_path, tok.vocab_size);
@@ -3035,6 +3070,13 @@ int main(int argc, char** argv) {
     Model model;
     model_build(&model, &cfg);
     model.chunk_size = chunk;
+    // parameters, gradients, two AdamW moments and the activations, refused before any is touched
+    double MiB = 1.0 / 1048576.0;
+    size_t act_floats = model_count_acts(&model, B, T);
+    double need = (model.num_params * 16.0 + act_floats * 4.0) * MiB;
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
+    if (ram > 0 && need > 0.9 * ram)
+        fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
     DataLoader train, val;
     loader_init(&train, train_glob, B, T, cfg.vocab_size);
     loader_init(&val, val_glob, B, T, cfg.vocab_size);
@@ -3056,9 +3098,6 @@ int main(int argc, char** argv) {
 
     char pat[1024];
     format_pattern(&cfg, pat, sizeof(pat));
-    double MiB = 1.0 / 1048576.0;
-    size_t act_floats = model_count_acts(&model, B, T);
-    double need = (model.num_params * 16.0 + act_floats * 4.0) * MiB;   // params, grads, 2 moments
     printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
            cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
            cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
@@ -3084,9 +3123,6 @@ int main(int argc, char** argv) {
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
-    double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
-    if (ram > 0 && need > 0.9 * ram)
-        fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
     model_alloc_acts(&model, B, T);
 #ifdef _OPENMP
     printf("threads: %d\n", omp_get_max_threads());

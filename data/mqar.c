@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     parse_flags(argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
                 "Writes MQAR (multi-query associative recall) train/val shards, their targets and a tokenizer.");
     if (strcmp(fill, "zero") != 0 && strcmp(fill, "random") != 0)
-        usage_error(argv[0], "--fill wants 'zero' or 'random', got '%s'%s", fill, "");
+        usage_error(argv[0], "--fill wants 'zero' or 'random', got '%s'", fill);
     if (T < 4 * K)
         fail("-T %d is too short for -K %d pairs: the context takes 2K = %d tokens and the K queries need "
              "K even slots after it, so T >= 4K = %d", T, K, 2 * K, 4 * K);
