@@ -187,8 +187,9 @@ def run_grid(name, grid, root, results, jobs, threads):
     print(f"trained {len(todo)} points in {(time.time() - t_grid) / 60:.1f} min", flush=True)
 
 
-def estimate(name, grid, root):
-    """Times a few steps of each pure family and of attention per task; a hybrid costs the layer mix."""
+def estimate(name, grid, root, jobs, threads):
+    """Times a few steps of each pure family and of attention per task, with `threads` threads as the
+    grid's points get them; a hybrid costs the mix of its layers; `jobs` points run at once."""
     total = 0.0
     for task in grid["tasks"]:
         if grid["only_task"] and task["name"] != grid["only_task"]:
@@ -199,7 +200,8 @@ def estimate(name, grid, root):
             pattern = "attn" if mixer == "attn" else f"{mixer}:pure"
             out = os.path.join(root, "estimate")
             proc = subprocess.run(command(grid, task, pattern, grid["lrs"][0], data, out, steps=6),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
             ms = [float(x) for x in re.findall(r"\| ([\d.]+) ms \|", proc.stdout)][2:]  # skip warm-up steps
             per_step[mixer] = sum(ms) / len(ms) / 1e3 if ms else float("nan")
             print(f"  {task['name']:15s} {pattern:22s} {per_step[mixer] * 1e3:8.1f} ms/step", flush=True)
@@ -208,9 +210,10 @@ def estimate(name, grid, root):
             n_attn = grid["L"] if mixer == "attn" else (0 if ratio == "pure" else grid["L"] // (int(ratio) + 1))
             lin = per_step.get(mixer, 0.0)
             t_task += task["steps"] * (lin * (grid["L"] - n_attn) + per_step["attn"] * n_attn) / grid["L"]
-        print(f"{task['name']}: about {t_task / 3600:.1f} h of training", flush=True)
+        print(f"{task['name']}: about {t_task / 3600:.1f} h of training steps, one point at a time", flush=True)
         total += t_task
-    print(f"grid '{name}': about {total / 3600:.1f} h in all on this machine (training steps only)")
+    print(f"grid '{name}': about {total / jobs / 3600:.1f} h on this machine ({jobs} points at a time, "
+          f"{threads} thread(s) each; training steps only)")
 
 
 # ---- report: markdown table and SVG plots
@@ -394,12 +397,13 @@ def main():
     root = os.path.join("out", "ablate", args.grid)
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(root, exist_ok=True)
+    jobs = max(1, args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     if args.estimate:
-        estimate(args.grid, grid, root)
+        estimate(args.grid, grid, root, jobs, threads)
         return
     if not args.report:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        run_grid(args.grid, grid, root, os.path.join(out_dir, "results.csv"), max(1, args.jobs), threads)
+        run_grid(args.grid, grid, root, os.path.join(out_dir, "results.csv"), jobs, threads)
     report(args.grid, grid, out_dir)
 
 
