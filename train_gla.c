@@ -2912,17 +2912,20 @@ typedef struct { float loss; double bits_per_byte, accuracy; long scored; } Eval
 EvalResult evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok) {
     loader_seek(val, 0, 0);
     double total = 0.0, bytes = 0.0;
-    long hits = 0, scored = 0, count = 0;
+    long hits = 0, scored = 0, count = 0, n_valid = 0;
     int N = val->B * val->T;
     for (int i = 0; i < batches; i++) {
         loader_next_batch(val);
         model_forward(m, val->inputs, val->targets, val->B, val->T);
         total += (double)m->loss * m->n_valid;
-        hits += argmax_hits(m->logits, val->targets, N, m->config.vocab_size, &count);
-        scored += count;
+        n_valid += m->n_valid;
+        if (val->has_targets) { // recall is a task metric; skip the argmax pass over V for language modelling
+            hits += argmax_hits(m->logits, val->targets, N, m->config.vocab_size, &count);
+            scored += count;
+        }
         bytes += tokens_byte_count(tok, val->targets, (size_t)N);
     }
-    EvalResult r = {scored ? (float)(total / scored) : 0.0f, bytes > 0 ? total / bytes / log(2.0) : 0.0,
+    EvalResult r = {n_valid ? (float)(total / n_valid) : 0.0f, bytes > 0 ? total / bytes / log(2.0) : 0.0,
                     scored ? (double)hits / scored : 0.0, scored};
     return r;
 }

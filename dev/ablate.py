@@ -161,15 +161,15 @@ def run_grid(name, grid, root, results, jobs, threads):
     """Trains the points not yet in the CSV, `jobs` at a time, appending a row as each finishes."""
     rows = read_rows(results)
     done = {(r["task"], r["pattern"], float(r["lr"])) for r in rows}
-    todo = [p for p in points(grid) if (p[0]["name"], p[3], p[4]) not in done]
+    pending = [p for p in points(grid) if (p[0]["name"], p[3], p[4]) not in done]
     total = len(list(points(grid)))
-    print(f"grid '{name}': {total} points, {total - len(todo)} done, {len(todo)} to train "
+    print(f"grid '{name}': {total} points, {total - len(pending)} done, {len(pending)} to train "
           f"({jobs} at a time, {threads} thread(s) each)", flush=True)
-    for task in {p[0]["name"]: p[0] for p in todo}.values():
+    for task in {p[0]["name"]: p[0] for p in pending}.values():
         task_data(task, root)  # make the data once, before the jobs race for it
     t_grid = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        running = {pool.submit(train_point, grid, p, root, threads): p for p in todo}
+        running = {pool.submit(train_point, grid, p, root, threads): p for p in pending}
         for i, fut in enumerate(concurrent.futures.as_completed(running)):
             task, row = running[fut][0], fut.result()
             new_file = not os.path.exists(results)
@@ -179,12 +179,12 @@ def run_grid(name, grid, root, results, jobs, threads):
                     w.writeheader()
                 w.writerow(row)
             elapsed = time.time() - t_grid
-            left = elapsed / (i + 1) * (len(todo) - i - 1)
+            left = elapsed / (i + 1) * (len(pending) - i - 1)
             metric = f"recall {row['recall']}" if task["kind"] == "mqar" else f"val loss {row['val_loss']}"
-            print(f"[{total - len(todo) + i + 1}/{total}] {task['name']:15s} {row['pattern']:22s} lr {row['lr']}: "
+            print(f"[{total - len(pending) + i + 1}/{total}] {task['name']:15s} {row['pattern']:22s} lr {row['lr']}: "
                   f"{metric}, {row['status']}, {row['wall_s']} s (elapsed {elapsed / 60:.1f} min, about "
                   f"{left / 60:.1f} min left)", flush=True)
-    print(f"trained {len(todo)} points in {(time.time() - t_grid) / 60:.1f} min", flush=True)
+    print(f"trained {len(pending)} points in {(time.time() - t_grid) / 60:.1f} min", flush=True)
 
 
 def estimate(name, grid, root, jobs, threads):
