@@ -1486,6 +1486,13 @@ typedef struct {
 // tokens a batch reads from the shard: B*T, and one more for the shifted targets
 static size_t loader_span(const DataLoader* d) { return (size_t)d->B * d->T + !d->has_targets; }
 
+// Whether the shard at `shard` has a target file; its path into tpath.
+static int shard_has_targets(const char* shard, char tpath[PATH_CAP]) {
+    struct stat st;
+    targets_path(tpath, shard);
+    return stat(tpath, &st) == 0;
+}
+
 static void loader_load_shard(DataLoader* d, int shard) {
     const char* path = d->files.gl_pathv[shard];
     free(d->tokens);
@@ -1495,9 +1502,7 @@ static void loader_load_shard(DataLoader* d, int shard) {
     d->shard = shard;
     d->n_tokens = shard_load(path, &d->tokens, d->vocab_size);
     char tpath[PATH_CAP];
-    targets_path(tpath, path);
-    struct stat st;
-    int has = stat(tpath, &st) == 0;
+    int has = shard_has_targets(path, tpath);
     if (has != d->has_targets)
         fail("'%s' %s a target file '%s', but '%s' %s: the shards of one glob must agree", path,
              has ? "has" : "has no", tpath, d->files.gl_pathv[0], has ? "has none" : "has one");
@@ -1521,9 +1526,7 @@ static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vo
     d->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     d->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
     char tpath[PATH_CAP];
-    targets_path(tpath, d->files.gl_pathv[0]);
-    struct stat st;
-    d->has_targets = stat(tpath, &st) == 0;
+    d->has_targets = shard_has_targets(d->files.gl_pathv[0], tpath); // the first shard sets the mode
     d->shard = -1;
     loader_load_shard(d, 0);
 }

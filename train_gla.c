@@ -2731,10 +2731,16 @@ void decode_step(Model* m, DecodeState* s, int token, int pos) {
     matmul_forward(s->logits, A->ln1, m->w.lm_head, NULL, 1, d, c->vocab_size);
 }
 
+// The index of the largest of x[0..n) (the first, on ties).
+static int argmax(const float* x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
 // Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
 int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
-    int best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    int best = argmax(logits, V);
     if (temperature <= 0.0f) return best;
     double sum = 0.0;
     for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
@@ -2894,10 +2900,7 @@ long argmax_hits(const float* probs, const int* targets, int N, int V, long* sco
     #pragma omp parallel for reduction(+ : hits, count)
     for (int n = 0; n < N; n++) {
         if (targets[n] < 0) continue;
-        const float* row = probs + (size_t)n * V;
-        int best = 0;
-        for (int i = 1; i < V; i++) if (row[i] > row[best]) best = i;
-        hits += best == targets[n];
+        hits += argmax(probs + (size_t)n * V, V) == targets[n];
         count++;
     }
     *scored = count;

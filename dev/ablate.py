@@ -77,6 +77,13 @@ def mixer_flags(d):
             "--hgrn2-heads", "1", "--deltanet-heads", "2", "--gdn-heads", "3", "--gdn-head-dim", str(d // 4)]
 
 
+def attn_layers(grid, mixer, ratio):
+    """Attention layers of a point: all for the Transformer, none for pure, L // (r + 1) at r:1."""
+    if mixer == "attn":
+        return grid["L"]
+    return 0 if ratio == "pure" else grid["L"] // (int(ratio) + 1)
+
+
 def points(grid):
     """(task, mixer, ratio, pattern, lr) for every run of the grid, in training order."""
     for task in grid["tasks"]:
@@ -108,7 +115,7 @@ def command(grid, task, pattern, lr, data, out, steps=None):
     train, val, tok = data
     steps = steps or task["steps"]
     d = grid["d"]
-    val_batches = max(1, (task["val"] * task["T"]) // (grid["B"] * task["T"])) if task["kind"] == "mqar" else 20
+    val_batches = max(1, task["val"] // grid["B"]) if task["kind"] == "mqar" else 20  # MQAR: every val example
     return (["./train_gla", "-i", train, "-j", val, "-z", tok, "-o", out, "-d", str(d), "-L", str(grid["L"]),
              "-p", pattern, "--mlp-hidden", str(grid["mlp"]), "-b", str(grid["B"]), "-T", str(task["T"]),
              "-n", str(steps), "-u", str(max(1, steps // 10)), "-l", f"{lr:g}", "-v", "0", "-s", "0", "-G", "0",
@@ -150,7 +157,7 @@ def train_point(grid, point, root, threads):
     wall = time.time() - t0
     with open(os.path.join(out, "train.log"), "w") as f:
         f.write(proc.stdout)
-    n_attn = grid["L"] if mixer == "attn" else (0 if ratio == "pure" else grid["L"] // (int(ratio) + 1))
+    n_attn = attn_layers(grid, mixer, ratio)
     return dict(task=task["name"], mixer=mixer, ratio=ratio_label(ratio) if mixer != "attn" else "attn",
                 pattern=pattern, layers=grid["L"], attn_layers=n_attn, width=grid["d"],
                 tokens=task["steps"] * grid["B"] * task["T"], lr=f"{lr:g}", wall_s=f"{wall:.1f}",
@@ -207,7 +214,7 @@ def estimate(name, grid, root, jobs, threads):
             print(f"  {task['name']:15s} {pattern:22s} {per_step[mixer] * 1e3:8.1f} ms/step", flush=True)
         t_task = 0.0
         for _, mixer, ratio, _, _ in (p for p in points(grid) if p[0] is task):
-            n_attn = grid["L"] if mixer == "attn" else (0 if ratio == "pure" else grid["L"] // (int(ratio) + 1))
+            n_attn = attn_layers(grid, mixer, ratio)
             lin = per_step.get(mixer, 0.0)
             t_task += task["steps"] * (lin * (grid["L"] - n_attn) + per_step["attn"] * n_attn) / grid["L"]
         print(f"{task['name']}: about {t_task / 3600:.1f} h of training steps, one point at a time", flush=True)
