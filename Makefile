@@ -6,6 +6,9 @@
 #   make data-gpt2  Tiny Shakespeare with GPT-2's tokenizer (GPT2_DIR=folder of encoder.json + vocab.bpe)
 #   make data-bpe   Tiny Shakespeare with a BPE tokenizer learned from it (BPE_VOCAB=2048)
 #   NO_OMP=1        build without OpenMP
+#   make cuda       (where nvcc is found) the CUDA trainer train_gla_cu and its tests test_gla_cu;
+#                   CUDA_ARCH=sm_90 (default) picks the GPU, NVCC_WERROR=1 makes warnings errors (CI)
+#   make cuda-dev   the kernel experiments dev/cuda/*.cu, each with its own correctness check
 CC ?= cc
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -Wno-missing-field-initializers -Wno-format-truncation
@@ -34,7 +37,7 @@ DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize data/
 TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare/input.txt)
 BPE_VOCAB ?= 2048
 
-.PHONY: all train test test-sanitize fuzz data data-gpt2 data-bpe clean
+.PHONY: all train test test-sanitize fuzz data data-gpt2 data-bpe clean cuda cuda-dev
 all: train_gla test_gla $(DATA_TOOLS)
 
 train_gla: train_gla.c model.h
@@ -109,6 +112,45 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_READERS))
 dev/fuzz/make_corpus: dev/fuzz/make_corpus.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
+# ----------------------------------------------------------------------------
+# CUDA, only where nvcc is found. train_gla_cu: the trainer on the GPU (train_gla.cu, which #includes
+# parts/*.cuh); test_gla_cu: its tests, with train_gla.c compiled beside it as the CPU twin (OpenMP
+# for the host compiler: the twin runs at realistic shapes). fp32, cuBLAS.
+CUDA_ARCH ?= sm_90
+NVCC_FLAGS ?= -O3
+NVCC_FLAGS += -std=c++17 -arch=$(CUDA_ARCH)
+ifneq ($(NO_OMP),1)
+  NVCC_FLAGS += -Xcompiler -fopenmp
+  NVCC_OMP_LIBS = -lgomp
+endif
+ifeq ($(NVCC_WERROR),1)
+  NVCC_FLAGS += -Werror all-warnings
+endif
+NVCC_LDLIBS = -lcublas -lm $(NVCC_OMP_LIBS)
+CUDA_PARTS = $(wildcard parts/*.cuh)
+DEV_CUDA = $(patsubst %.cu,%,$(wildcard dev/cuda/*.cu))
+
+cuda: train_gla_cu test_gla_cu
+cuda-dev: $(DEV_CUDA)
+
+ifneq ($(NVCC),)
+train_gla_cu: train_gla.cu model.h $(CUDA_PARTS)
+	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
+
+test_gla_cu: test_gla.cu train_gla.cu train_gla.c model.h $(CUDA_PARTS)
+	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
+
+# kernel experiments: one file each, may #include the trainer's parts
+dev/cuda/%: dev/cuda/%.cu model.h $(CUDA_PARTS)
+	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
+else
+.PHONY: train_gla_cu test_gla_cu $(DEV_CUDA)
+train_gla_cu test_gla_cu $(DEV_CUDA):
+	@echo "error: nvcc not found: $@ needs the CUDA toolkit (put its bin/ on PATH, e.g. /usr/local/cuda/bin)" >&2
+	@exit 1
+endif
+
 clean:
 	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers dev/fuzz/make_corpus
+	rm -f train_gla_cu test_gla_cu $(DEV_CUDA)
 	rm -rf build

@@ -1634,4 +1634,76 @@ static void parse_flags(int argc, char** argv, Flag* flags, int n, const char* s
     }
 }
 
+// ----------------------------------------------------------------------------
+// reference dumps (read by the test programs): written by dev/reference.py (format: its docstring);
+// config, parameters, inputs/targets, activations, logits, loss, gradients, a short AdamW run
+
+#define DUMP_MAGIC 20261126
+#define DUMP_VERSION 1
+
+typedef struct {
+    char name[97];
+    int dtype, ndim, shape[4];
+    size_t numel;
+    void* data;
+} Record;
+
+typedef struct {
+    const char* path;
+    int n;
+    Record* rec;
+} Dump;
+
+static void dump_load(Dump* d, const char* path) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[256];
+    read_header(h, f, path, DUMP_MAGIC, DUMP_VERSION, "reference dump");
+    if (h[2] < 1 || h[2] > 100000) fail("'%s': record count %d is implausible", path, h[2]);
+    d->path = path;
+    d->n = h[2];
+    d->rec = (Record*)calloc_check(d->n, sizeof(Record));
+    for (int i = 0; i < d->n; i++) {
+        Record* r = &d->rec[i];
+        int32_t meta[6];
+        fread_check(r->name, 1, 96, f, path);
+        fread_check(meta, sizeof(int32_t), 6, f, path);
+        r->dtype = meta[0];
+        r->ndim = meta[1];
+        if ((r->dtype != 1 && r->dtype != 2) || r->ndim < 0 || r->ndim > 4)
+            fail("'%s': record %d ('%.96s') has dtype %d, ndim %d", path, i, r->name, r->dtype, r->ndim);
+        r->numel = 1;
+        int64_t left = file_size(f) - ftello(f); // bytes after this record's name and meta
+        for (int k = 0; k < r->ndim; k++) {
+            r->shape[k] = meta[2 + k];
+            if (r->shape[k] < 0) fail("'%s': record '%s' has a negative dimension", path, r->name);
+            if (r->shape[k] > 0 && r->numel > (size_t)(left / 4) / (size_t)r->shape[k])
+                fail("'%s': record '%s' (shape %d in dim %d) needs more than the %lld bytes left (truncated or corrupt)",
+                     path, r->name, r->shape[k], k, (long long)left);
+            r->numel *= (size_t)r->shape[k];
+        }
+        r->data = malloc_check(r->numel * 4);
+        fread_check(r->data, 4, r->numel, f, path);
+    }
+    if (ftello(f) != file_size(f)) fail("'%s': trailing bytes after the last record", path);
+    fclose(f);
+}
+
+static Record* dump_find(Dump* d, const char* name) {
+    for (int i = 0; i < d->n; i++)
+        if (strcmp(d->rec[i].name, name) == 0) return &d->rec[i];
+    fail("'%s': no record '%s'", d->path, name);
+}
+static int dump_int(Dump* d, const char* name) { return ((int32_t*)dump_find(d, name)->data)[0]; }
+static float dump_float(Dump* d, const char* name) { return ((float*)dump_find(d, name)->data)[0]; }
+static float* dump_floats(Dump* d, const char* name, size_t numel) {
+    Record* r = dump_find(d, name);
+    if (r->dtype != 1 || r->numel != numel) fail("'%s': record '%s' has %zu elements, expected %zu", d->path, name, r->numel, numel);
+    return (float*)r->data;
+}
+
+static void dump_free(Dump* d) {
+    for (int i = 0; i < d->n; i++) free(d->rec[i].data);
+    free(d->rec);
+}
+
 #endif // MODEL_H
