@@ -893,7 +893,7 @@ static void test_checkpoint_roundtrip(const char* dir, const char* pattern, int 
     fill_normal(m.adam_m, m.num_params, 0.01f);
     for (size_t i = 0; i < m.num_params; i++) m.adam_v[i] = fabsf(random_normal(&test_rng));
     TrainState s = {.step = 7, .shard = 0, .pos = 12345, .rng = 0xDEADBEEFCAFEull, .B = 4, .T = 8}, s2;
-    save_checkpoint(dir, &m, &s, 0);
+    save_checkpoint(dir, &m, &s, 0, 0x1234);
     char path[PATH_CAP];
     check(latest_checkpoint(dir) == 7, "checkpoint: DONE marker found for step 7");
     ckpt_path(path, sizeof(path), dir, "model", 7);
@@ -904,7 +904,7 @@ static void test_checkpoint_roundtrip(const char* dir, const char* pattern, int 
     checkpoint_read_params(path, &c2, r.params, r.num_params);
     check(memcmp(m.params, r.params, m.num_params * 4) == 0, "checkpoint: parameters bit-identical");
     ckpt_path(path, sizeof(path), dir, "state", 7);
-    state_read(path, &r, &s2);
+    state_read(path, &r.config, r.adam_m, r.adam_v, r.num_params, &s2);
     check(memcmp(m.adam_m, r.adam_m, m.num_params * 4) == 0 && memcmp(m.adam_v, r.adam_v, m.num_params * 4) == 0,
           "checkpoint: AdamW moments bit-identical");
     check(s2.step == 7 && s2.pos == 12345 && s2.rng == s.rng && s2.B == 4 && s2.T == 8, "checkpoint: step, data position, RNG");
@@ -920,12 +920,15 @@ static void write_tiny_data(const char* dir) {
     size_t n = 20000;
     uint16_t* tok = (uint16_t*)malloc_check(n * 2);
     for (size_t i = 0; i < n; i++) tok[i] = (uint16_t)("the quick brown fox jumps over the lazy dog. "[i % 45]);
+    Tokenizer t;
+    tokenizer_init_bytes(&t);
     snprintf(path, sizeof(path), "%s/train.bin", dir);
-    shard_write(path, tok, n);
+    shard_write(path, tok, n, tokenizer_fingerprint(&t));
     snprintf(path, sizeof(path), "%s/val.bin", dir);
-    shard_write(path, tok, 5000);
+    shard_write(path, tok, 5000, tokenizer_fingerprint(&t));
     snprintf(path, sizeof(path), "%s/tok.bin", dir);
-    tokenizer_write_bytes(path);
+    tokenizer_write(&t, path);
+    tokenizer_free(&t);
     free(tok);
 }
 
@@ -1253,9 +1256,9 @@ static void tok_test_gpt2(const char* dir) {
         size_t n_val = 0, n_train = 0;
         if (rc == 0) {
             snprintf(path, sizeof(path), "%s/data/tinyshakespeare/tiny_shakespeare_gpt2_val.bin", dir);
-            n_val = shard_load(path, &val, t.vocab_size);
+            n_val = shard_load(path, &val, t.vocab_size, tokenizer_fingerprint(&t));
             snprintf(path, sizeof(path), "%s/data/tinyshakespeare/tiny_shakespeare_gpt2_train.bin", dir);
-            n_train = shard_load(path, &train, t.vocab_size);
+            n_train = shard_load(path, &train, t.vocab_size, tokenizer_fingerprint(&t));
         }
         check(rc == 0 && n_val == 32768 && n_train == 305260 && val[0] == 50256,
               "data/prepare -t gpt2: %zu val + %zu train tokens (llm.c: 32768 + 305260), EOT first (exit %d)", n_val,
@@ -1741,7 +1744,7 @@ static void mqar_check_examples(const char* dir, int V, int T, int K, int zero_f
     snprintf(path, sizeof(path), "%s/mqar_train.bin", dir);
     targets_path(tpath, path);
     uint16_t *tok, *tgt;
-    size_t n = shard_load(path, &tok, V);
+    size_t n = shard_load(path, &tok, V, 0);
     int E = targets_load(tpath, &tgt, n, V);
     int n_ex = (int)(n / T), S = (T - 2 * K) / 2;
     int ok_shape = E == T && n % T == 0, ok_ctx = 1, ok_once = 1, ok_targets = 1, ok_fill = 1;
@@ -1820,10 +1823,10 @@ static void test_mqar(const char* dir) {
     uint16_t *tok, *tgt;
     char tpath[PATH_CAP];
     targets_path(tpath, sub);
-    size_t n = shard_load(sub, &tok, V);
+    size_t n = shard_load(sub, &tok, V, 0);
     targets_load(tpath, &tgt, n, V);
     DataLoader d;
-    loader_init(&d, sub, 3, T, V);
+    loader_init(&d, sub, 3, T, V, 0);
     int ok = d.has_targets;
     for (int b = 0; b < 2 && ok; b++) {
         loader_next_batch(&d);
@@ -1885,7 +1888,7 @@ static void test_mqar(const char* dir) {
     tok_run(logf, "rm -rf '%s' && cp -r '%s' '%s'", bad_dir, sub, bad_dir);
     snprintf(good, sizeof(good), "%s/mqar_val.targets", sub);
     snprintf(broken, sizeof(broken), "%s/mqar_val.targets", bad_dir);
-    snprintf(cmd, sizeof(cmd), MQAR_RUN, bin, bad_dir, bad_dir, bad_dir, T, dir);
+    snprintf(cmd, sizeof(cmd), MQAR_RUN " --overwrite 1", bin, bad_dir, bad_dir, bad_dir, T, dir);
     damage_copy(good, broken, 1024 + 2 * 20 * T - 2, -1, NULL, 0);
     check_fails("truncated target file", cmd, logf, "the file has 2942 bytes (truncated or corrupt)", "mqar_val.targets");
     uint16_t outside = 100;
