@@ -2088,10 +2088,10 @@ static int run_dir_open(const RunFlags* r, const char* prog) {
         usage_error(prog, "--out '%s' is a file; it must be a directory (it is created if missing)", dir);
     mkdir_p(dir);
     ckpt_dir_lock(dir);
-    ckpt_dir_probe(dir);
     int stale = ckpt_clean_stale(dir);
     if (stale) printf("removed %d unfinished checkpoint file%s in '%s' left by an interrupted save\n", stale,
                       stale > 1 ? "s" : "", dir);
+    ckpt_dir_probe(dir);
     int latest = latest_checkpoint(dir);
     if (r->resume) {
         if (latest < 0) fail("--resume 1: no complete checkpoint (DONE_* marker) in '%s'", dir);

@@ -2851,6 +2851,19 @@ void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, 
     free(ids);
 }
 
+// Seconds per generated token, timed over a few decode steps (what --max-time reserves for the
+// final sample before one has been drawn).
+double decode_seconds_per_token(Model* m) {
+    DecodeState s;
+    int n = 8;
+    decode_init(&s, &m->config, n);
+    double t0 = now_seconds();
+    for (int pos = 0; pos < n; pos++) decode_step(m, &s, 0, pos);
+    double per_token = (now_seconds() - t0) / n;
+    decode_free(&s, &m->config);
+    return per_token;
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); // logs redirected to a file keep their order with stderr
@@ -2955,6 +2968,7 @@ int main(int argc, char** argv) {
     // --max-time bounds the whole run: a step is started only if it and the end work (the final
     // evaluation, sample and checkpoint, each timed when it last ran, estimated before) still fit
     double step_time = 0.0, eval_time = -1.0, sample_time = -1.0, save_time = -1.0, last_save = now_seconds();
+    if (rf.max_time > 0) sample_time = decode_seconds_per_token(&model) * (strlen(rf.prompt) + rf.gen_tokens + 1);
     int first_step = ts.step, step = ts.step, stopped_early = 0;
     double t_train = now_seconds();
     install_stop_handlers();
