@@ -118,6 +118,7 @@ static uint32_t write_tokenizer(const char* dir, int V) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
     int V = 8192, T = 256, K = 16, n_train = 20000, n_val = 1000, seed = 1;
     float exponent = 0.99f;
     const char *fill = "zero", *out = "";

@@ -137,7 +137,7 @@ static void default_prefix(char out[PATH_CAP], const char* src, size_t n, const 
 }
 
 int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
     const char *tok_arg = "bytes", *src = NULL, *prefix = NULL;
     int force = 0;
     const char* usage = "[-t bytes|gpt2|TOKENIZER] [-o PREFIX] [-f] [input.txt]";
