@@ -9,6 +9,10 @@
  *   token shards + data loader ........ llm.c's shard format, glob of shard files
  *   command-line flags ................ one table per program: parsing, validation, -h
  *   random numbers .................... xorshift64*, uniform and normal draws
+ *   optimizer-state file .............. AdamW moments, step, data position, RNG (host copies)
+ *   checkpoint directories ............ one run per directory: markers, run ids, lock, pruning, cleanup
+ *   the training run .................. the trainers' flags, config from flags, checks before step 0,
+ *                                       SIGINT / SIGTERM
  *
  * All files are little-endian and start with a header of 256 int32.
  */
@@ -383,6 +387,62 @@ static const char* validate_config(const Config* c) {
     return NULL;
 }
 
+// sizes of the matrix-state mixers: H heads, each with a state S ∈ R^{K×V}
+//     gla: gla_heads, K = gla_dk/H, V = gla_dv/H     hgrn2: hgrn2_heads, K = V = d/H
+//     retnet: retnet_heads, K = d/H, V = 2d/H         deltanet: deltanet_heads, K = V = d/H
+//     gated_deltanet: gdn_heads, K = gdn_head_dim, V = K · gdn_expand_v
+// (hgrn's state is a vector of hgrn_dim; attention keeps a KV cache)
+static void mixer_dims(const Config* c, int mixer, int* H, int* K, int* V) {
+    int d = c->d_model;
+    switch (mixer) {
+    case MIXER_GLA: *H = c->gla_heads; *K = c->gla_dk / *H; *V = c->gla_dv / *H; break;
+    case MIXER_HGRN2: *H = c->hgrn2_heads; *K = *V = d / *H; break;
+    case MIXER_RETNET: *H = c->retnet_heads; *K = d / *H; *V = 2 * d / *H; break;
+    case MIXER_DELTANET: *H = c->deltanet_heads; *K = *V = d / *H; break;
+    case MIXER_GATED_DELTANET: *H = c->gdn_heads; *K = c->gdn_head_dim; *V = *K * c->gdn_expand_v; break;
+    default: fail("mixer_dims: mixer id %d has no matrix state", mixer);
+    }
+}
+
+static int attn_head_dim(const Config* c) { return c->d_model / c->attn_heads; }
+
+// floats of a linear layer's recurrent state (0 for attention, whose cache grows with the text)
+static size_t mixer_state_floats(const Config* c, int mixer) {
+    if (mixer == MIXER_ATTN) return 0;
+    if (mixer == MIXER_HGRN) return c->hgrn_dim;
+    int H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    return (size_t)H * K * V;
+}
+
+// The model's lines of a trainer's start-up: sizes, mixers, parameters, what generation keeps.
+static void print_model_summary(const Config* c, size_t num_params) {
+    char pat[1024];
+    format_pattern(c, pat, sizeof(pat));
+    printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
+           c->d_model, c->n_layer, pat, c->vocab_size, c->mlp_hidden, c->tie_embeddings, c->gla_heads, c->gla_dk,
+           c->gla_dv, c->attn_heads, c->attn_kv_heads);
+    int others = 0;
+    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) { // the other linear families in the pattern
+        if (mix == MIXER_ATTN || mix == MIXER_GLA || !uses_mixer(c, mix)) continue;
+        int H, K, V;
+        if (mix == MIXER_HGRN) {
+            printf("%shgrn(D=%d)", others++ ? " " : "       ", c->hgrn_dim);
+        } else {
+            mixer_dims(c, mix, &H, &K, &V);
+            printf("%s%s(H=%d K=%d V=%d)", others++ ? " " : "       ", MIXER_NAMES[mix], H, K, V);
+        }
+    }
+    if (others) printf("%s\n", has_lower_bounds(c) ? " lower bounds on" : "");
+    printf("parameters: %zu (%.2f M)\n", num_params, num_params * 1e-6);
+    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence
+    for (int l = 0; l < c->n_layer; l++) {
+        state_floats += mixer_state_floats(c, c->pattern[l]);
+        if (c->pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)c->attn_kv_heads * attn_head_dim(c);
+    }
+    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
+}
+
 // ----------------------------------------------------------------------------
 // the canonical parameter table: the one place that fixes every tensor's name, shape and order
 // (checkpoints, reference dumps, the flat parameter buffer and AdamW all follow it)
@@ -528,6 +588,34 @@ static int param_table(const Config* c, ParamSpec* t, size_t* total) {
     if (!c->tie_embeddings) param_add(t, &n, &off, -1, G_LM_HEAD, "lm_head", c->vocab_size, d);
     *total = off;
     return n;
+}
+
+// fla's init of the parameters (host memory, (total,) laid out by the table specs[0..n)): matrices
+// N(0, 0.02), norm weights 1, the GLA gate bias and the lower bounds 0, GDN's A_log = log U(0, 16]
+// and dt_bias = softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) ≥ 1e-4. One RNG stream from seed,
+// so both programs start from the same bits.
+static void init_params(const ParamSpec* specs, int n, float* params, uint64_t seed) {
+    uint64_t rng = seed ? seed : 1;
+    for (int i = 0; i < n; i++) {
+        const ParamSpec* p = &specs[i];
+        float* w = params + p->offset;
+        int slot = p->layer >= 0 ? p->slot : -1;
+        int is_norm = (p->layer < 0 && p->slot == G_NORM) || slot == W_ATTN_NORM || slot == W_MLP_NORM ||
+                      slot == W_GLA_G_NORM || slot == W_HGRN_G_NORM || slot == W_HGRN2_G_NORM ||
+                      slot == W_RET_G_NORM || slot == W_DELTA_O_NORM;
+        int is_zero = (p->layer < 0 && p->slot == G_LOWER_BOUNDS) || slot == W_GLA_GK_BIAS;
+        for (size_t j = 0; j < p->numel; j++) {
+            if (slot == W_DELTA_A_LOG) {
+                w[j] = logf(16.0f * (1.0f - random_f32(&rng)));
+            } else if (slot == W_DELTA_DT_BIAS) {
+                float dt = expf(logf(1e-3f) + random_f32(&rng) * (logf(0.1f) - logf(1e-3f)));
+                dt = fmaxf(dt, 1e-4f);
+                w[j] = dt + logf(-expm1f(-dt));
+            } else {
+                w[j] = is_norm ? 1.0f : is_zero ? 0.0f : 0.02f * random_normal(&rng);
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -2136,6 +2224,44 @@ static void check_disk_space(const RunFlags* r, size_t num_params) {
         fprintf(stderr, "warning: the %ld checkpoint%s this run keeps in '%s' need about %.1f MiB, the disk has %.1f "
                 "MiB free: saves may fail (lower --keep or free space)\n", held, held > 1 ? "s" : "", r->out_dir,
                 need / 1048576.0, have / 1048576.0);
+}
+
+typedef struct {
+    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip;
+    int warmup_steps, total_steps;
+} TrainHyper;
+
+// linear warmup over `warmup` steps, then cosine decay from lr to lr*min_lr_frac at total_steps
+static float learning_rate(const TrainHyper* h, int step) {
+    if (step < h->warmup_steps) return h->lr * (step + 1) / h->warmup_steps;
+    float min_lr = h->lr * h->min_lr_frac;
+    if (step >= h->total_steps) return min_lr;
+    double progress = (double)(step - h->warmup_steps) / (h->total_steps - h->warmup_steps);
+    return (float)(min_lr + 0.5 * (h->lr - min_lr) * (1.0 + cos(3.14159265358979323846 * progress)));
+}
+
+// Evaluation: the mean loss over scored targets (nats per token), that loss in bits per byte of the
+// text the targets encode (comparable across tokenizers), and the recall accuracy (MQAR).
+typedef struct { float loss; double bits_per_byte, accuracy; long scored; } EvalResult;
+
+static int argmax(const float* x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
+static int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
+    int best = argmax(logits, V);
+    if (temperature <= 0.0f) return best;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
+    double r = random_f32(rng) * sum, acc = 0.0;
+    for (int i = 0; i < V; i++) {
+        acc += exp((logits[i] - logits[best]) / temperature);
+        if (acc > r) return i;
+    }
+    return best;
 }
 
 // SIGINT / SIGTERM: the first asks the training loop to finish its step, save a checkpoint and exit;

@@ -1699,24 +1699,6 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
 }
 
 // ----------------------------------------------------------------------------
-// sizes of the matrix-state mixers: H heads, each with a state S ∈ R^{K×V}
-//     gla: gla_heads, K = gla_dk/H, V = gla_dv/H     hgrn2: hgrn2_heads, K = V = d/H
-//     retnet: retnet_heads, K = d/H, V = 2d/H         deltanet: deltanet_heads, K = V = d/H
-//     gated_deltanet: gdn_heads, K = gdn_head_dim, V = K · gdn_expand_v
-// (hgrn's state is a vector of hgrn_dim; attention keeps a KV cache)
-static void mixer_dims(const Config* c, int mixer, int* H, int* K, int* V) {
-    int d = c->d_model;
-    switch (mixer) {
-    case MIXER_GLA: *H = c->gla_heads; *K = c->gla_dk / *H; *V = c->gla_dv / *H; break;
-    case MIXER_HGRN2: *H = c->hgrn2_heads; *K = *V = d / *H; break;
-    case MIXER_RETNET: *H = c->retnet_heads; *K = d / *H; *V = 2 * d / *H; break;
-    case MIXER_DELTANET: *H = c->deltanet_heads; *K = *V = d / *H; break;
-    case MIXER_GATED_DELTANET: *H = c->gdn_heads; *K = c->gdn_head_dim; *V = *K * c->gdn_expand_v; break;
-    default: fail("mixer_dims: mixer id %d has no matrix state", mixer);
-    }
-}
-
-// ----------------------------------------------------------------------------
 // the HGRN layer (LAYERS.md §3b): i, f, g = W_i x, W_f x, W_g x (N,D); a = the bounded log-forget of f;
 // gated input x̃ = silu(i) ⊙ (1 − e^a) (the input gate tied to the forget gate); h = the elementwise
 // recurrence (chunked scan); y = W_o (RMSNorm_D(h) · w ⊙ silu(g)), one norm over the whole D-vector.
@@ -2126,8 +2108,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         }
 }
 
-static int attn_head_dim(const Config* c) { return c->d_model / c->attn_heads; }
-
 void attn_layer_forward(Model* m, int l, int B, int T) {
     const Config* c = &m->config;
     LayerActs* A = &m->acts[l];
@@ -2245,29 +2225,7 @@ void model_build(Model* m, const Config* c) {
 // N(0, 0.02); norm weights 1; GLA's gate bias and HGRN's lower bounds 0; GDN's
 //     A_log = log A, A ~ U(0, 16]       (per-head decay rates; 0 excluded, log 0 = −inf)
 //     dt_bias = dt + log(−expm1(−dt))   (softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) clamped ≥ 1e-4)
-void model_init_weights(Model* m, uint64_t seed) {
-    uint64_t rng = seed ? seed : 1;
-    for (int i = 0; i < m->num_specs; i++) {
-        const ParamSpec* p = &m->specs[i];
-        float* w = m->params + p->offset;
-        int slot = p->layer >= 0 ? p->slot : -1;
-        int is_norm = (p->layer < 0 && p->slot == G_NORM) || slot == W_ATTN_NORM || slot == W_MLP_NORM ||
-                      slot == W_GLA_G_NORM || slot == W_HGRN_G_NORM || slot == W_HGRN2_G_NORM ||
-                      slot == W_RET_G_NORM || slot == W_DELTA_O_NORM;
-        int is_zero = (p->layer < 0 && p->slot == G_LOWER_BOUNDS) || slot == W_GLA_GK_BIAS;
-        for (size_t j = 0; j < p->numel; j++) {
-            if (slot == W_DELTA_A_LOG) {
-                w[j] = logf(16.0f * (1.0f - random_f32(&rng)));
-            } else if (slot == W_DELTA_DT_BIAS) {
-                float dt = expf(logf(1e-3f) + random_f32(&rng) * (logf(0.1f) - logf(1e-3f)));
-                dt = fmaxf(dt, 1e-4f);
-                w[j] = dt + logf(-expm1f(-dt));
-            } else {
-                w[j] = is_norm ? 1.0f : is_zero ? 0.0f : 0.02f * random_normal(&rng);
-            }
-        }
-    }
-}
+void model_init_weights(Model* m, uint64_t seed) { init_params(m->specs, m->num_specs, m->params, seed); }
 
 // the widest per-row tensor of a layer's mixer (its backward scratch rows)
 static int mixer_width(const Config* c, int mixer) {
@@ -2490,20 +2448,6 @@ void model_free(Model* m) {
 // ----------------------------------------------------------------------------
 // optimisation: global gradient norm, clipping, learning-rate schedule, AdamW
 
-typedef struct {
-    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip;
-    int warmup_steps, total_steps;
-} TrainHyper;
-
-// linear warmup over `warmup` steps, then cosine decay from lr to lr*min_lr_frac at total_steps
-float learning_rate(const TrainHyper* h, int step) {
-    if (step < h->warmup_steps) return h->lr * (step + 1) / h->warmup_steps;
-    float min_lr = h->lr * h->min_lr_frac;
-    if (step >= h->total_steps) return min_lr;
-    double progress = (double)(step - h->warmup_steps) / (h->total_steps - h->warmup_steps);
-    return (float)(min_lr + 0.5 * (h->lr - min_lr) * (1.0 + cos(3.14159265358979323846 * progress)));
-}
-
 float grad_norm(const Model* m) {
     double ss = 0.0;
     #pragma omp parallel for reduction(+ : ss)
@@ -2557,15 +2501,6 @@ typedef struct {
     LayerActs acts;                    // one row
     float *x, *att_row, *logits;       // (d), (H*max_T), (V)
 } DecodeState;
-
-// floats of a linear layer's recurrent state (0 for attention, whose cache grows with the text)
-static size_t mixer_state_floats(const Config* c, int mixer) {
-    if (mixer == MIXER_ATTN) return 0;
-    if (mixer == MIXER_HGRN) return c->hgrn_dim;
-    int H, K, V;
-    mixer_dims(c, mixer, &H, &K, &V);
-    return (size_t)H * K * V;
-}
 
 void decode_init(DecodeState* s, const Config* c, int max_T) {
     memset(s, 0, sizeof(*s));
@@ -2732,25 +2667,6 @@ void decode_step(Model* m, DecodeState* s, int token, int pos) {
 }
 
 // The index of the largest of x[0..n) (the first, on ties).
-static int argmax(const float* x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-    return best;
-}
-
-// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
-int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
-    int best = argmax(logits, V);
-    if (temperature <= 0.0f) return best;
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
-    double r = random_f32(rng) * sum, acc = 0.0;
-    for (int i = 0; i < V; i++) {
-        acc += exp((logits[i] - logits[best]) / temperature);
-        if (acc > r) return i;
-    }
-    return best;
-}
 
 // ----------------------------------------------------------------------------
 // checkpoints: model_<s>.bin, state_<s>.bin, then the marker DONE_<s> (model.h: the files and the
@@ -2799,7 +2715,6 @@ long argmax_hits(const float* probs, const int* targets, int N, int V, long* sco
 // (nats per token), that loss in bits per byte of the text the targets encode (comparable across
 // tokenizers), and the recall accuracy: the fraction of scored targets that are the model's argmax
 // (what MQAR measures; reported where the data has target files).
-typedef struct { float loss; double bits_per_byte, accuracy; long scored; } EvalResult;
 EvalResult evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok) {
     loader_seek(val, 0, 0);
     double total = 0.0, bytes = 0.0;
@@ -2928,30 +2843,7 @@ int main(int argc, char** argv) {
         run_id = new_run_id();
     }
 
-    char pat[1024];
-    format_pattern(&cfg, pat, sizeof(pat));
-    printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
-           cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
-           cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
-    int others = 0;
-    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) { // the other linear families in the pattern
-        if (mix == MIXER_ATTN || mix == MIXER_GLA || !uses_mixer(&cfg, mix)) continue;
-        int H, K, V;
-        if (mix == MIXER_HGRN) {
-            printf("%shgrn(D=%d)", others++ ? " " : "       ", cfg.hgrn_dim);
-        } else {
-            mixer_dims(&cfg, mix, &H, &K, &V);
-            printf("%s%s(H=%d K=%d V=%d)", others++ ? " " : "       ", MIXER_NAMES[mix], H, K, V);
-        }
-    }
-    if (others) printf("%s\n", has_lower_bounds(&cfg) ? " lower bounds on" : "");
-    printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
-    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence (DecodeState)
-    for (int l = 0; l < cfg.n_layer; l++) {
-        state_floats += mixer_state_floats(&cfg, cfg.pattern[l]);
-        if (cfg.pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)cfg.attn_kv_heads * attn_head_dim(&cfg);
-    }
-    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
+    print_model_summary(&cfg, model.num_params);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
@@ -2980,7 +2872,7 @@ int main(int argc, char** argv) {
             save_checkpoint(rf.out_dir, &model, &ts, rf.keep, run_id);
             fprintf(stderr, "stopped by %s at step %d: checkpoint saved in '%s'; continue with: %s -r 1 --out %s\n",
                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step, rf.out_dir, argv[0], rf.out_dir);
-            return 128 + stop_signal;
+            break;
         }
         double end_work = (eval_time >= 0 ? eval_time : rf.val_batches * step_time / 3.0) +
                           (sample_time >= 0 ? sample_time : 0.0) +
@@ -3032,8 +2924,9 @@ int main(int argc, char** argv) {
         printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n", step + 1, rf.steps, model.loss,
                step_lr, norm, dt * 1e3, B * T / dt);
     }
-    printf("trained steps %d..%d in %.1f s (the whole run %.1f s)\n", first_step, step, now_seconds() - t_train,
-           now_seconds() - t_start);
+    if (!stop_signal)
+        printf("trained steps %d..%d in %.1f s (the whole run %.1f s)\n", first_step, step, now_seconds() - t_train,
+               now_seconds() - t_start);
     if (stopped_early)
         printf("--max-time %g s: stopped early at step %d of the %d-step schedule; continue with: %s -r 1 --out %s\n",
                rf.max_time, step, rf.steps, argv[0], rf.out_dir);
@@ -3041,6 +2934,6 @@ int main(int argc, char** argv) {
     loader_free(&val);
     tokenizer_free(&tok);
     model_free(&model);
-    return 0;
+    return stop_signal ? 128 + stop_signal : 0;
 }
 #endif // TESTING
