@@ -68,9 +68,10 @@ data-bpe: data/prepare data/train_bpe $(DATA)
 	./data/train_bpe -i $(TEXT) -v $(BPE_VOCAB) -o data/tokenizer_bpe$(BPE_VOCAB).bin
 	./data/prepare -t data/tokenizer_bpe$(BPE_VOCAB).bin
 
-# the main job: about 1M parameters, GLA 3:1 attention, for at most 10 minutes on 2 cores
+# the main job: about 1M parameters, GLA 3:1 attention, for at most 10 minutes on 2 cores; continues
+# the run in out/default when there is one (delete that folder to start over)
 train: train_gla $(DATA)
-	./train_gla --max-time 570 --out out/default
+	./train_gla --max-time 570 --out out/default $(if $(wildcard out/default/DONE_*),--resume 1)
 
 # the tokenizer tests run the data tools
 test: test_gla train_gla $(DATA_TOOLS)

@@ -9,6 +9,10 @@
  *   token shards + data loader ........ llm.c's shard format, glob of shard files
  *   command-line flags ................ one table per program: parsing, validation, -h
  *   random numbers .................... xorshift64*, uniform and normal draws
+ *   optimizer-state file .............. AdamW moments, step, data position, RNG (host copies)
+ *   checkpoint directories ............ one run per directory: markers, run ids, lock, pruning, cleanup
+ *   the training run .................. the trainers' flags, config from flags, checks before step 0,
+ *                                       SIGINT / SIGTERM
  *
  * All files are little-endian and start with a header of 256 int32.
  */
@@ -23,7 +27,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 // ----------------------------------------------------------------------------
@@ -40,9 +49,13 @@ static void fail(const char* fmt, ...) {
     exit(EXIT_FAILURE);
 }
 
+// Opens a file; a directory where a file is expected is refused here (fopen would open it, and its
+// "size" would then read as petabytes).
 static FILE* fopen_check(const char* path, const char* mode) {
     FILE* f = fopen(path, mode);
     if (!f) fail("cannot open '%s' (mode %s): %s", path, mode, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) fail("'%s' is a directory; a file is expected here", path);
     return f;
 }
 
@@ -281,12 +294,24 @@ static const char* parse_pattern(const char* spec, int n_layer, int pattern[MAX_
             }
             ratio = (int)r;
         }
+        if (ratio > 0 && n_layer < ratio + 1) {
+            snprintf(msg, sizeof(msg), "'%s:%d' means blocks of %d %s layers then 1 attention layer, but %d layer%s "
+                     "leave%s no room for the attention layer: use at least %d layers, or '%s:pure'", buf, ratio, ratio,
+                     buf, n_layer, n_layer == 1 ? "" : "s", n_layer == 1 ? "s" : "", ratio + 1, buf);
+            return msg;
+        }
         for (int i = 0; i < n_layer; i++)
             pattern[i] = (ratio > 0 && (i + 1) % (ratio + 1) == 0) ? MIXER_ATTN : id;
     } else {
         int n = 0;
         int single = strchr(buf, ',') == NULL;
-        for (char* tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        for (char *tok = buf, *next; tok; tok = next) { // every item, empty ones included (strtok skips them)
+            next = strchr(tok, ',');
+            if (next) *next++ = 0;
+            if (!*tok) {
+                snprintf(msg, sizeof(msg), "layer %d of the list is empty (a doubled, leading or trailing comma)", n);
+                return msg;
+            }
             int id = mixer_id(tok);
             if (id < 0) {
                 snprintf(msg, sizeof(msg), "unknown mixer '%s' (known: attn hgrn retnet gla hgrn2 deltanet gated_deltanet)", tok);
@@ -360,6 +385,62 @@ static const char* validate_config(const Config* c) {
         REQUIRE(c->conv_size >= 1 && c->conv_size <= 16, "conv_size %d outside [1, 16]", c->conv_size);
 #undef REQUIRE
     return NULL;
+}
+
+// sizes of the matrix-state mixers: H heads, each with a state S ∈ R^{K×V}
+//     gla: gla_heads, K = gla_dk/H, V = gla_dv/H     hgrn2: hgrn2_heads, K = V = d/H
+//     retnet: retnet_heads, K = d/H, V = 2d/H         deltanet: deltanet_heads, K = V = d/H
+//     gated_deltanet: gdn_heads, K = gdn_head_dim, V = K · gdn_expand_v
+// (hgrn's state is a vector of hgrn_dim; attention keeps a KV cache)
+static void mixer_dims(const Config* c, int mixer, int* H, int* K, int* V) {
+    int d = c->d_model;
+    switch (mixer) {
+    case MIXER_GLA: *H = c->gla_heads; *K = c->gla_dk / *H; *V = c->gla_dv / *H; break;
+    case MIXER_HGRN2: *H = c->hgrn2_heads; *K = *V = d / *H; break;
+    case MIXER_RETNET: *H = c->retnet_heads; *K = d / *H; *V = 2 * d / *H; break;
+    case MIXER_DELTANET: *H = c->deltanet_heads; *K = *V = d / *H; break;
+    case MIXER_GATED_DELTANET: *H = c->gdn_heads; *K = c->gdn_head_dim; *V = *K * c->gdn_expand_v; break;
+    default: fail("mixer_dims: mixer id %d has no matrix state", mixer);
+    }
+}
+
+static int attn_head_dim(const Config* c) { return c->d_model / c->attn_heads; }
+
+// floats of a linear layer's recurrent state (0 for attention, whose cache grows with the text)
+static size_t mixer_state_floats(const Config* c, int mixer) {
+    if (mixer == MIXER_ATTN) return 0;
+    if (mixer == MIXER_HGRN) return c->hgrn_dim;
+    int H, K, V;
+    mixer_dims(c, mixer, &H, &K, &V);
+    return (size_t)H * K * V;
+}
+
+// The model's lines of a trainer's start-up: sizes, mixers, parameters, what generation keeps.
+static void print_model_summary(const Config* c, size_t num_params) {
+    char pat[1024];
+    format_pattern(c, pat, sizeof(pat));
+    printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
+           c->d_model, c->n_layer, pat, c->vocab_size, c->mlp_hidden, c->tie_embeddings, c->gla_heads, c->gla_dk,
+           c->gla_dv, c->attn_heads, c->attn_kv_heads);
+    int others = 0;
+    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) { // the other linear families in the pattern
+        if (mix == MIXER_ATTN || mix == MIXER_GLA || !uses_mixer(c, mix)) continue;
+        int H, K, V;
+        if (mix == MIXER_HGRN) {
+            printf("%shgrn(D=%d)", others++ ? " " : "       ", c->hgrn_dim);
+        } else {
+            mixer_dims(c, mix, &H, &K, &V);
+            printf("%s%s(H=%d K=%d V=%d)", others++ ? " " : "       ", MIXER_NAMES[mix], H, K, V);
+        }
+    }
+    if (others) printf("%s\n", has_lower_bounds(c) ? " lower bounds on" : "");
+    printf("parameters: %zu (%.2f M)\n", num_params, num_params * 1e-6);
+    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence
+    for (int l = 0; l < c->n_layer; l++) {
+        state_floats += mixer_state_floats(c, c->pattern[l]);
+        if (c->pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)c->attn_kv_heads * attn_head_dim(c);
+    }
+    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
 }
 
 // ----------------------------------------------------------------------------
@@ -507,6 +588,34 @@ static int param_table(const Config* c, ParamSpec* t, size_t* total) {
     if (!c->tie_embeddings) param_add(t, &n, &off, -1, G_LM_HEAD, "lm_head", c->vocab_size, d);
     *total = off;
     return n;
+}
+
+// fla's init of the parameters (host memory, (total,) laid out by the table specs[0..n)): matrices
+// N(0, 0.02), norm weights 1, the GLA gate bias and the lower bounds 0, GDN's A_log = log U(0, 16]
+// and dt_bias = softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) ≥ 1e-4. One RNG stream from seed,
+// so both programs start from the same bits.
+static void init_params(const ParamSpec* specs, int n, float* params, uint64_t seed) {
+    uint64_t rng = seed ? seed : 1;
+    for (int i = 0; i < n; i++) {
+        const ParamSpec* p = &specs[i];
+        float* w = params + p->offset;
+        int slot = p->layer >= 0 ? p->slot : -1;
+        int is_norm = (p->layer < 0 && p->slot == G_NORM) || slot == W_ATTN_NORM || slot == W_MLP_NORM ||
+                      slot == W_GLA_G_NORM || slot == W_HGRN_G_NORM || slot == W_HGRN2_G_NORM ||
+                      slot == W_RET_G_NORM || slot == W_DELTA_O_NORM;
+        int is_zero = (p->layer < 0 && p->slot == G_LOWER_BOUNDS) || slot == W_GLA_GK_BIAS;
+        for (size_t j = 0; j < p->numel; j++) {
+            if (slot == W_DELTA_A_LOG) {
+                w[j] = logf(16.0f * (1.0f - random_f32(&rng)));
+            } else if (slot == W_DELTA_DT_BIAS) {
+                float dt = expf(logf(1e-3f) + random_f32(&rng) * (logf(0.1f) - logf(1e-3f)));
+                dt = fmaxf(dt, 1e-4f);
+                w[j] = dt + logf(-expm1f(-dt));
+            } else {
+                w[j] = is_norm ? 1.0f : is_zero ? 0.0f : 0.02f * random_normal(&rng);
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -923,6 +1032,16 @@ static void tokenizer_load(Tokenizer* t, const char* path) {
     tokenizer_index(t);
 }
 
+// A 32-bit fingerprint of what the tokenizer encodes to (kind, EOT, every token's bytes, the merges),
+// never 0; shards record the one they were written with.
+static uint32_t tokenizer_fingerprint(const Tokenizer* t) {
+    uint64_t h = hash_u64(((uint64_t)(uint32_t)t->kind << 32) ^ (uint32_t)t->vocab_size) ^ hash_u64((uint64_t)(int64_t)t->eot_id);
+    for (int i = 0; i < t->vocab_size; i++) h = hash_u64(h ^ hash_bytes(t->token_bytes[i], (size_t)t->token_len[i]));
+    h ^= hash_bytes((const unsigned char*)t->merges, (size_t)t->n_merges * 3 * sizeof(int32_t));
+    uint32_t fp = (uint32_t)(h ^ (h >> 32));
+    return fp ? fp : 1;
+}
+
 // Writes the bytes of one token, escaping what would garble a terminal.
 static void tokenizer_print(const Tokenizer* t, int id, FILE* out) {
     for (int i = 0; i < t->token_len[id]; i++) {
@@ -1305,7 +1424,8 @@ static size_t bpe_piece(const Tokenizer* t, const unsigned char* s, size_t n, in
 static int symbol_id(const Tokenizer* t, const unsigned char* name, size_t n) {
     for (int i = 0; i < t->vocab_size; i++)
         if ((size_t)t->token_len[i] == n + 1 && memcmp(t->token_bytes[i], name, n) == 0) return i;
-    fail("'%.*s' is not a symbol of this tokenizer (symbols tokenizers encode whitespace-separated names)", (int)n, name);
+    fail("'%.*s' is not a symbol of this tokenizer (symbols tokenizers, as MQAR's, encode whitespace-separated names "
+         "such as 'k5 v12')", (int)n, name);
 }
 
 // Encodes text[0..n) (any bytes) into *ids (malloc'd); returns the token count (<= n).
@@ -1345,28 +1465,35 @@ static int tokenizer_encode(const Tokenizer* t, const char* text, int** ids) {
 
 // ----------------------------------------------------------------------------
 // token shards: llm.c's format. header [0] 20240520 [1] version 1 [2] token count; then uint16 tokens.
+// Header int [3], unused by llm.c (its readers ignore it), holds the fingerprint of the tokenizer
+// that wrote the shard (tokenizer_fingerprint, never 0); 0 (llm.c's own shards) means unknown.
 
 #define SHARD_MAGIC 20240520
 #define SHARD_VERSION 1
 
-static void shard_write(const char* path, const uint16_t* tokens, size_t n) {
+static void shard_write(const char* path, const uint16_t* tokens, size_t n, uint32_t tokenizer_fp) {
     char tmp[PATH_CAP];
     if (n > 0x7fffffff) fail("'%s': %zu tokens do not fit one shard (max 2^31-1)", path, n);
-    int32_t h[256] = {SHARD_MAGIC, SHARD_VERSION, (int32_t)n};
+    int32_t h[256] = {SHARD_MAGIC, SHARD_VERSION, (int32_t)n, (int32_t)tokenizer_fp};
     FILE* f = atomic_open(path, tmp);
     fwrite_check(h, sizeof(int32_t), 256, f, tmp);
     fwrite_check(tokens, sizeof(uint16_t), n, f, tmp);
     atomic_commit(f, tmp, path);
 }
 
-// Checks a whole shard file data[0..size): header, token count against the length, and every token
-// id below vocab_size. *n = the token count (the tokens are the uint16s at data + 1024). Returns
-// NULL or a message.
-static const char* shard_parse(const unsigned char* data, size_t size, int vocab_size, size_t* n) {
+// Checks a whole shard file data[0..size): header, the tokenizer it was written with (when both
+// the shard and the caller know a fingerprint: tokenizer_fp 0 skips the check), token count against
+// the length, and every token id below vocab_size. *n = the token count (the tokens are the uint16s
+// at data + 1024). Returns NULL or a message.
+static const char* shard_parse(const unsigned char* data, size_t size, int vocab_size, uint32_t tokenizer_fp, size_t* n) {
     int32_t h[256];
     const char* bad = header_check(h, data, (int64_t)size, SHARD_MAGIC, SHARD_VERSION, "token shard");
     if (bad) return bad;
     if (h[2] < 0) return error_message("negative token count %d", h[2]);
+    if (tokenizer_fp && h[3] && (uint32_t)h[3] != tokenizer_fp)
+        return error_message("was written with another tokenizer (fingerprint %08x) than the one given (%08x): "
+                             "give the tokenizer the shards were prepared with (-z), or prepare them again with this one",
+                             (uint32_t)h[3], tokenizer_fp);
     *n = (size_t)h[2];
     int64_t want = HEADER_BYTES + 2 * (int64_t)*n;
     if ((int64_t)size != want)
@@ -1382,12 +1509,12 @@ static const char* shard_parse(const unsigned char* data, size_t size, int vocab
     return NULL;
 }
 
-// Loads a whole shard into *tokens (malloc'd, (n,)) and checks every token id is below vocab_size.
-// Returns the token count n.
-static size_t shard_load(const char* path, uint16_t** tokens, int vocab_size) {
+// Loads a whole shard into *tokens (malloc'd, (n,)) and checks it was written with the tokenizer of
+// fingerprint tokenizer_fp (0: any) and that every token id is below vocab_size. Returns the count n.
+static size_t shard_load(const char* path, uint16_t** tokens, int vocab_size, uint32_t tokenizer_fp) {
     size_t size, n = 0;
     unsigned char* data = read_whole_file(path, &size);
-    const char* bad = shard_parse(data, size, vocab_size, &n);
+    const char* bad = shard_parse(data, size, vocab_size, tokenizer_fp, &n);
     if (bad) fail("'%s': %s", path, bad);
     memmove(data, data + HEADER_BYTES, 2 * n); // the tokens to the front of the buffer
     *tokens = (uint16_t*)data;
@@ -1472,6 +1599,7 @@ static int targets_load(const char* path, uint16_t** targets, size_t n_tokens, i
 typedef struct {
     glob_t files;
     int vocab_size;
+    uint32_t tokenizer_fp; // the shards must have been written with this tokenizer (0: any)
     int B, T;
     int shard;          // index into files
     size_t pos;         // next token in the current shard
@@ -1500,7 +1628,7 @@ static void loader_load_shard(DataLoader* d, int shard) {
     d->tokens = NULL;
     d->target_ids = NULL;
     d->shard = shard;
-    d->n_tokens = shard_load(path, &d->tokens, d->vocab_size);
+    d->n_tokens = shard_load(path, &d->tokens, d->vocab_size, d->tokenizer_fp);
     char tpath[PATH_CAP];
     int has = shard_has_targets(path, tpath);
     if (has != d->has_targets)
@@ -1515,12 +1643,13 @@ static void loader_load_shard(DataLoader* d, int shard) {
              d->has_targets ? "B*T" : "B*T+1", loader_span(d));
 }
 
-static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vocab_size) {
+static void loader_init(DataLoader* d, const char* pattern, int B, int T, int vocab_size, uint32_t tokenizer_fp) {
     memset(d, 0, sizeof(*d));
     int rc = glob(pattern, 0, NULL, &d->files);
     if (rc != 0 || d->files.gl_pathc == 0)
         fail("no shard matches '%s' (prepare the data first: make data)", pattern);
     d->vocab_size = vocab_size;
+    d->tokenizer_fp = tokenizer_fp;
     d->B = B;
     d->T = T;
     d->inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
@@ -1572,6 +1701,8 @@ typedef struct {
     void* value;        // int*, float* or const char**
     double min, max;    // accepted range for numbers
     const char* help;
+    int group;          // a program's own grouping (the trainers: RUN_FLAG_MODEL)
+    int set;            // set by parse_flags: the flag was given
 } Flag;
 
 static void print_usage(const char* prog, const char* summary, const Flag* flags, int n) {
@@ -1620,6 +1751,7 @@ static void parse_flags(int argc, char** argv, Flag* flags, int n, const char* s
         if (i + 1 >= argc) usage_error(prog, "flag '%s' needs a value", arg);
         const char* val = argv[++i];
         char* end = NULL;
+        f->set = 1;
         if (f->type == FLAG_STRING) {
             *(const char**)f->value = val;
             continue;
@@ -1632,6 +1764,532 @@ static void parse_flags(int argc, char** argv, Flag* flags, int n, const char* s
         if (f->type == FLAG_INT) *(int*)f->value = (int)x;
         else *(float*)f->value = (float)x;
     }
+}
+
+// ----------------------------------------------------------------------------
+// optimizer-state file: header [0] magic [1] version [2] step [3] shard [4,5] data position (lo, hi)
+// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T [12,13] fingerprint of
+// the model's config (lo, hi; 0 in files written before it existed); then AdamW m and v. Both
+// programs write it from host copies of the moments, so a run moves between CPU and GPU.
+
+typedef struct {
+    int step;
+    int shard;
+    size_t pos;
+    uint64_t rng;
+    int B, T;
+} TrainState;
+
+// FNV-1a of the model's checkpoint header: two configs with the same parameter count (the same
+// mixers in another order, say) still differ here. Never 0.
+static uint64_t config_fingerprint(const Config* c, size_t num_params) {
+    int32_t h[256];
+    config_to_header(c, num_params, h);
+    uint64_t fp = hash_bytes((const unsigned char*)h, sizeof(h));
+    return fp ? fp : 1;
+}
+
+// adam_m, adam_v (n) each, host memory
+static void state_write(const char* path, const Config* c, const float* adam_m, const float* adam_v, size_t n,
+                        const TrainState* s) {
+    char tmp[PATH_CAP];
+    int32_t h[256] = {STATE_MAGIC, STATE_VERSION, s->step, s->shard};
+    uint64_t fp = config_fingerprint(c, n);
+    h[4] = (int32_t)(s->pos & 0xffffffff); h[5] = (int32_t)(s->pos >> 32);
+    h[6] = (int32_t)(s->rng & 0xffffffff); h[7] = (int32_t)(s->rng >> 32);
+    h[8] = (int32_t)(n & 0xffffffff); h[9] = (int32_t)((uint64_t)n >> 32);
+    h[10] = s->B; h[11] = s->T;
+    h[12] = (int32_t)(fp & 0xffffffff); h[13] = (int32_t)(fp >> 32);
+    FILE* f = atomic_open(path, tmp);
+    fwrite_check(h, sizeof(int32_t), 256, f, tmp);
+    fwrite_check(adam_m, sizeof(float), n, f, tmp);
+    fwrite_check(adam_v, sizeof(float), n, f, tmp);
+    atomic_commit(f, tmp, path);
+}
+
+// Reads an optimizer-state file into the host arrays adam_m, adam_v (n) and *s, checking it
+// against the model (config c, n parameters): parameter count, config fingerprint, file length,
+// finite moments.
+static void state_read(const char* path, const Config* c, float* adam_m, float* adam_v, size_t n, TrainState* s) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[256];
+    read_header(h, f, path, STATE_MAGIC, STATE_VERSION, "optimizer-state file");
+    s->step = h[2];
+    s->shard = h[3];
+    s->pos = (size_t)(uint32_t)h[4] | ((size_t)(uint32_t)h[5] << 32);
+    s->rng = (uint64_t)(uint32_t)h[6] | ((uint64_t)(uint32_t)h[7] << 32);
+    size_t stored = (size_t)(uint32_t)h[8] | ((size_t)(uint32_t)h[9] << 32);
+    s->B = h[10];
+    s->T = h[11];
+    uint64_t fp = (uint64_t)(uint32_t)h[12] | ((uint64_t)(uint32_t)h[13] << 32), want_fp = config_fingerprint(c, n);
+    if (stored != n) fail("'%s' holds optimizer state for %zu parameters, the model has %zu", path, stored, n);
+    if (fp != 0 && fp != want_fp)
+        fail("'%s' was written for another model config (fingerprint %016llx, this model's is %016llx): it does "
+             "not belong to this checkpoint", path, (unsigned long long)fp, (unsigned long long)want_fp);
+    if (s->step < 0) fail("'%s': negative step %d", path, s->step);
+    int64_t want = HEADER_BYTES + 8 * (int64_t)n, have = file_size(f);
+    if (have != want) fail("'%s' is %lld bytes, expected %lld (truncated or corrupt)", path, (long long)have, (long long)want);
+    fread_check(adam_m, sizeof(float), n, f, path);
+    fread_check(adam_v, sizeof(float), n, f, path);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(adam_m[i]) || !isfinite(adam_v[i]) || adam_v[i] < 0.0f)
+            fail("'%s': optimizer moment %zu is invalid (corrupt file)", path, i);
+}
+
+// The batch shape (s->B, s->T) a run was trained with, from its optimizer-state file's header
+static void state_read_batch(const char* path, TrainState* s) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[256];
+    read_header(h, f, path, STATE_MAGIC, STATE_VERSION, "optimizer-state file");
+    fclose(f);
+    s->B = h[10];
+    s->T = h[11];
+    if (s->B < 1 || s->T < 2) fail("'%s': batch shape -b %d -T %d is invalid (corrupt file)", path, s->B, s->T);
+}
+
+// ----------------------------------------------------------------------------
+// checkpoint directories: one run per directory.
+// The checkpoint of step s (the state before training step s) is model_<s>.bin, state_<s>.bin,
+// then the marker DONE_<s>, written last, that says both files are complete and names the run that
+// wrote them ("run <16 hex digits>"; empty in markers written before runs had ids). Resume looks
+// for markers only. While a trainer holds a directory it keeps a lock on <dir>/LOCK (flock: the
+// kernel drops it when the process dies, so it never goes stale).
+
+static void ckpt_path(char* out, size_t cap, const char* dir, const char* kind, int step) {
+    snprintf(out, cap, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") ? ".bin" : "");
+}
+
+// The step of a checkpoint file's path ".../<kind>_<digits>[.bin]", or -1 for anything else (the
+// marker's own DONE_<step>.tmp, left behind by a run killed while writing it, is not a marker).
+static int ckpt_file_step(const char* path, const char* kind) {
+    const char* base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t k = strlen(kind);
+    if (strncmp(base, kind, k) != 0 || base[k] != '_') return -1;
+    const char* digits = base + k + 1;
+    size_t nd = strspn(digits, "0123456789");
+    if (nd == 0 || nd > 9 || strcmp(digits + nd, strcmp(kind, "DONE") ? ".bin" : "") != 0) return -1;
+    return atoi(digits);
+}
+
+// The steps of the files <dir>/<kind>_* ("DONE": the complete checkpoints), ascending, malloc'd
+// into *steps; returns their count.
+static int ckpt_list(const char* dir, const char* kind, int** steps) {
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/%s_*", dir, kind);
+    int n = 0;
+    *steps = NULL;
+    if (glob(pattern, 0, NULL, &g) == 0) { // sorted, and %08d sorts by number
+        *steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            if (ckpt_file_step(g.gl_pathv[i], kind) >= 0) (*steps)[n++] = ckpt_file_step(g.gl_pathv[i], kind);
+        globfree(&g);
+    }
+    return n;
+}
+
+// highest step with a DONE marker in dir, or −1
+static int latest_checkpoint(const char* dir) {
+    int* steps;
+    int n = ckpt_list(dir, "DONE", &steps);
+    int best = n > 0 ? steps[n - 1] : -1;
+    free(steps);
+    return best;
+}
+
+// The run id a marker names (0: none, a marker from before run ids)
+static uint64_t marker_run_id(const char* dir, int step) {
+    char path[PATH_CAP], text[64] = {0};
+    ckpt_path(path, sizeof(path), dir, "DONE", step);
+    FILE* f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t got = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[got] = 0;
+    unsigned long long id = 0;
+    return sscanf(text, "run %llx", &id) == 1 ? (uint64_t)id : 0;
+}
+
+static void marker_write(const char* dir, int step, uint64_t run_id) {
+    char path[PATH_CAP], tmp[PATH_CAP];
+    ckpt_path(path, sizeof(path), dir, "DONE", step);
+    FILE* f = atomic_open(path, tmp);
+    if (fprintf(f, "run %016llx\n", (unsigned long long)run_id) < 0) fail("cannot write '%s': %s", tmp, strerror(errno));
+    atomic_commit(f, tmp, path);
+}
+
+// Removes the checkpoints of run `run_id` older than its `keep` most recent (keep 0: none); another
+// run's checkpoints are never touched. Marker first, so none is left half-deleted with its marker.
+static void ckpt_prune(const char* dir, int keep, uint64_t run_id) {
+    if (keep <= 0) return;
+    int* steps;
+    int n = ckpt_list(dir, "DONE", &steps), own = 0;
+    for (int i = 0; i < n; i++) if (marker_run_id(dir, steps[i]) == run_id) steps[own++] = steps[i];
+    const char* kinds[] = {"DONE", "model", "state"};
+    char path[PATH_CAP];
+    for (int i = 0; i + keep < own; i++)
+        for (int k = 0; k < 3; k++) {
+            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
+            remove(path);
+        }
+    free(steps);
+}
+
+// Removes what an interrupted save leaves behind: *.tmp regular files, and model_/state_ files of a step
+// without a DONE marker. Only called while holding the directory's lock. Returns the count.
+static int ckpt_clean_stale(const char* dir) {
+    int removed = 0;
+    glob_t g;
+    char pattern[PATH_CAP];
+    snprintf(pattern, sizeof(pattern), "%s/*.tmp", dir);
+    struct stat st;
+    if (glob(pattern, 0, NULL, &g) == 0) { // regular files only: that is what a killed save leaves
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            if (lstat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode)) removed += remove(g.gl_pathv[i]) == 0;
+        globfree(&g);
+    }
+    const char* kinds[] = {"model", "state"};
+    for (int k = 0; k < 2; k++) {
+        int* steps;
+        int n = ckpt_list(dir, kinds[k], &steps);
+        char path[PATH_CAP], marker[PATH_CAP];
+        for (int i = 0; i < n; i++) {
+            ckpt_path(marker, sizeof(marker), dir, "DONE", steps[i]);
+            if (stat(marker, &st) == 0) continue;
+            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
+            removed += remove(path) == 0;
+        }
+        free(steps);
+    }
+    return removed;
+}
+
+// Takes <dir>/LOCK for the life of the process, or fails naming the directory: two trainers never
+// write into one directory at once.
+static void ckpt_dir_lock(const char* dir) {
+    char path[PATH_CAP];
+    if (snprintf(path, sizeof(path), "%s/LOCK", dir) >= (int)sizeof(path)) fail("path too long: '%s'", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) fail("cannot write into the output directory '%s': %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+        fail("another trainer is running with --out '%s' (it holds '%s'): wait for it, or choose another --out",
+             dir, path);
+    // the descriptor stays open (and the lock held) until exit
+}
+
+// Proves before step 0 that checkpoints can be written into dir: a probe file written, flushed to
+// disk and renamed there, as a checkpoint will be, then removed.
+static void ckpt_dir_probe(const char* dir) {
+    char path[PATH_CAP], tmp[PATH_CAP];
+    if (snprintf(path, sizeof(path), "%s/PROBE", dir) >= (int)sizeof(path)) fail("path too long: '%s'", dir);
+    FILE* f = atomic_open(path, tmp);
+    fwrite_check("probe\n", 1, 6, f, tmp);
+    atomic_commit(f, tmp, path);
+    if (remove(path) != 0) fail("cannot remove '%s': %s", path, strerror(errno));
+}
+
+// Free bytes on the file system that holds dir (-1: unknown)
+static double disk_free_bytes(const char* dir) {
+    struct statvfs fs;
+    if (statvfs(dir, &fs) != 0) return -1.0;
+    return (double)fs.f_bavail * fs.f_frsize;
+}
+
+// ----------------------------------------------------------------------------
+// the training run: both trainers' flags, the config they build, the checks before step 0, and the
+// stop requests (SIGINT, SIGTERM). main() in train_gla.c and train_gla.cu is this plus the loop.
+
+typedef struct {
+    // model
+    int d_model, n_layer, gla_heads, attn_heads, attn_kv_heads, mlp_hidden, tie;
+    const char* pattern;
+    float expand_k, expand_v;
+    int hgrn2_heads, retnet_heads, deltanet_heads, gdn_heads, gdn_head_dim, gdn_expand_v, conv_size, lower_bound;
+    // data, training, checkpoints
+    const char *train_glob, *val_glob, *tok_path, *out_dir, *prompt;
+    int B, T, steps, warmup, val_every, val_batches, sample_every, gen_tokens, ckpt_every, keep, resume, overwrite,
+        seed, chunk, stop_at;
+    float lr, min_lr_frac, wd, clip, max_time, temperature, ckpt_minutes;
+    Flag flags[64];
+    int n_flags;
+} RunFlags;
+
+#define RUN_FLAG_MODEL 1  // Flag.group of the flags that define the model (stored in the checkpoint)
+
+// Parses the trainers' flags into r (defaults first), with their cross-checks.
+static void run_flags_parse(RunFlags* r, int argc, char** argv, const char* summary) {
+    memset(r, 0, sizeof(*r));
+    // the default model: d 128, 4 layers, GLA 3:1; the other linear families at fla's defaults scaled
+    // to d = 128: HGRN width d (expand ratio 1); HGRN2 head dim 128 (1 head); RetNet 4 heads (K = 32,
+    // V = 64); DeltaNet 2 heads (K = V = 64); GDN H·K = 0.75 d (3 heads of 32), V = 2K; short convs
+    // of 4; HGRN lower bounds on
+    r->d_model = 128; r->n_layer = 4; r->gla_heads = 2; r->attn_heads = 4; r->tie = 1; r->pattern = "gla:3";
+    r->expand_k = 0.5f; r->expand_v = 1.0f; r->hgrn2_heads = 1; r->retnet_heads = 4; r->deltanet_heads = 2;
+    r->gdn_heads = 3; r->gdn_head_dim = 32; r->gdn_expand_v = 2; r->conv_size = 4; r->lower_bound = 1;
+    r->train_glob = "data/tinyshakespeare/tiny_shakespeare_train.bin";
+    r->val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin";
+    r->tok_path = "data/tokenizer_bytes.bin"; r->out_dir = "out"; r->prompt = "\n";
+    r->B = 32; r->T = 128; r->steps = 900; r->warmup = -1; r->val_every = 100; r->val_batches = 20;
+    r->sample_every = 300; r->gen_tokens = 256; r->ckpt_every = 500; r->keep = 2; r->seed = 1337; r->chunk = 16;
+    r->lr = 3e-3f; r->min_lr_frac = 0.1f; r->wd = 0.1f; r->clip = 1.0f; r->temperature = 0.8f; r->ckpt_minutes = 10.0f;
+    const int M = RUN_FLAG_MODEL;
+    Flag table[] = {
+        {"train", 'i', FLAG_STRING, &r->train_glob, 0, 0, "training shards (glob)"},
+        {"val", 'j', FLAG_STRING, &r->val_glob, 0, 0, "validation shards (glob)"},
+        {"tokenizer", 'z', FLAG_STRING, &r->tok_path, 0, 0, "tokenizer file"},
+        {"out", 'o', FLAG_STRING, &r->out_dir, 0, 0, "directory for checkpoints (one run per directory)"},
+        {"resume", 'r', FLAG_INT, &r->resume, 0, 1, "1: continue the run in --out from its latest checkpoint"},
+        {"overwrite", 0, FLAG_INT, &r->overwrite, 0, 1, "1: delete another run's checkpoints in --out and start over"},
+        {"d-model", 'd', FLAG_INT, &r->d_model, 8, 16384, "model width d", M},
+        {"layers", 'L', FLAG_INT, &r->n_layer, 1, MAX_LAYERS, "number of layers", M},
+        {"pattern", 'p', FLAG_STRING, &r->pattern, 0, 0, "mixers: list 'gla,gla,gla,attn', 'gla:3' (3:1), 'gla:pure', 'attn'", M},
+        {"gla-heads", 0, FLAG_INT, &r->gla_heads, 1, 1024, "GLA heads", M},
+        {"expand-k", 0, FLAG_FLOAT, &r->expand_k, 0.0625, 4, "GLA key dim = d * expand-k", M},
+        {"expand-v", 0, FLAG_FLOAT, &r->expand_v, 0.0625, 4, "GLA value dim = d * expand-v", M},
+        {"hgrn2-heads", 0, FLAG_INT, &r->hgrn2_heads, 1, 1024, "HGRN2 heads (key and value head dim d/heads)", M},
+        {"retnet-heads", 0, FLAG_INT, &r->retnet_heads, 1, 1024, "RetNet heads (K = d/heads, V = 2d/heads)", M},
+        {"deltanet-heads", 0, FLAG_INT, &r->deltanet_heads, 1, 1024, "DeltaNet heads (K = V = d/heads)", M},
+        {"gdn-heads", 0, FLAG_INT, &r->gdn_heads, 1, 1024, "Gated DeltaNet heads", M},
+        {"gdn-head-dim", 0, FLAG_INT, &r->gdn_head_dim, 1, 4096, "Gated DeltaNet key head dim K", M},
+        {"gdn-expand-v", 0, FLAG_INT, &r->gdn_expand_v, 1, 16, "Gated DeltaNet value head dim = K * this", M},
+        {"conv-size", 0, FLAG_INT, &r->conv_size, 1, 16, "short-convolution kernel of DeltaNet / GDN", M},
+        {"lower-bound", 0, FLAG_INT, &r->lower_bound, 0, 1, "1: HGRN / HGRN2 forget gates get learned lower bounds", M},
+        {"attn-heads", 0, FLAG_INT, &r->attn_heads, 1, 1024, "attention heads (head dim d/heads)", M},
+        {"kv-heads", 0, FLAG_INT, &r->attn_kv_heads, 0, 1024, "attention key/value heads for GQA (0: = attn-heads)", M},
+        {"mlp-hidden", 0, FLAG_INT, &r->mlp_hidden, 0, 65536, "SwiGLU width (0: fla's rule, 8d/3 rounded up to 256)", M},
+        {"tie", 0, FLAG_INT, &r->tie, 0, 1, "1: LM head tied to the embedding", M},
+        {"chunk", 0, FLAG_INT, &r->chunk, 1, 1024, "chunk length of the linear mixers in training"},
+        {"batch", 'b', FLAG_INT, &r->B, 1, 4096, "batch size B (on resume: the run's)"},
+        {"seq-len", 'T', FLAG_INT, &r->T, 2, 65536, "sequence length T (on resume: the run's)"},
+        {"steps", 'n', FLAG_INT, &r->steps, 0, 100000000, "training steps (the cosine schedule's length)"},
+        {"stop-at", 0, FLAG_INT, &r->stop_at, 0, 100000000, "stop at this step, keeping the schedule of --steps (0: at --steps)"},
+        {"max-time", 'x', FLAG_FLOAT, &r->max_time, 0, 1e9, "bound on the whole run's wall-clock seconds, end work included (0: none)"},
+        {"lr", 'l', FLAG_FLOAT, &r->lr, 0, 10, "peak learning rate"},
+        {"warmup", 'u', FLAG_INT, &r->warmup, -1, 100000000, "linear warmup steps (-1: min(50, steps/10))"},
+        {"min-lr-frac", 'q', FLAG_FLOAT, &r->min_lr_frac, 0, 1, "final learning rate as a fraction of the peak"},
+        {"weight-decay", 'c', FLAG_FLOAT, &r->wd, 0, 10, "AdamW decoupled weight decay (Linear weights, embedding, LM head)"},
+        {"grad-clip", 'g', FLAG_FLOAT, &r->clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
+        {"val-every", 'v', FLAG_INT, &r->val_every, 0, 100000000, "validation loss every N steps (0: only at the end)"},
+        {"val-batches", 'm', FLAG_INT, &r->val_batches, 1, 100000, "validation batches"},
+        {"sample-every", 's', FLAG_INT, &r->sample_every, 0, 100000000, "print a sample every N steps (0: only at the end)"},
+        {"gen-tokens", 'G', FLAG_INT, &r->gen_tokens, 0, 1000000, "tokens per sample"},
+        {"prompt", 0, FLAG_STRING, &r->prompt, 0, 0, "text the samples start from"},
+        {"temperature", 0, FLAG_FLOAT, &r->temperature, 0, 100, "sampling temperature (0: greedy)"},
+        {"ckpt-every", 'k', FLAG_INT, &r->ckpt_every, 0, 100000000, "checkpoint every N steps (0: only at the end)"},
+        {"ckpt-minutes", 0, FLAG_FLOAT, &r->ckpt_minutes, 0, 1e9, "also checkpoint after this many minutes since the last save (0: off)"},
+        {"keep", 0, FLAG_INT, &r->keep, 0, 1000000, "checkpoints of this run to keep (0: all)"},
+        {"seed", 0, FLAG_INT, &r->seed, 0, 2147483647, "random seed (init and sampling)"},
+    };
+    r->n_flags = (int)(sizeof(table) / sizeof(table[0]));
+    memcpy(r->flags, table, sizeof(table));
+    parse_flags(argc, argv, r->flags, r->n_flags, summary);
+    if (r->warmup < 0) r->warmup = r->steps / 10 < 50 ? r->steps / 10 : 50;
+    if (r->warmup > r->steps && r->steps > 0) usage_error(argv[0], "--warmup %d exceeds --steps %d", r->warmup, r->steps);
+    if (r->overwrite && r->resume) usage_error(argv[0], "--overwrite 1 starts over, --resume 1 continues: give one of them");
+}
+
+static const Flag* run_flag(const RunFlags* r, const char* name) {
+    for (int i = 0; i < r->n_flags; i++) if (strcmp(r->flags[i].name, name) == 0) return &r->flags[i];
+    fail("run_flag: no flag '%s'", name);
+}
+
+// The model's config from the flags (a new run); bad combinations are usage errors.
+static void config_from_flags(const RunFlags* r, int vocab_size, Config* c, const char* prog) {
+    memset(c, 0, sizeof(*c));
+    c->vocab_size = vocab_size;
+    c->d_model = r->d_model;
+    c->n_layer = r->n_layer;
+    c->mlp_hidden = r->mlp_hidden ? r->mlp_hidden : default_mlp_hidden(r->d_model);
+    c->tie_embeddings = r->tie;
+    c->gla_heads = r->gla_heads;
+    c->gla_dk = (int)(r->d_model * r->expand_k);
+    c->gla_dv = (int)(r->d_model * r->expand_v);
+    c->gla_gate_rank = 16;
+    c->gla_gate_normalizer = 16;
+    c->attn_heads = r->attn_heads;
+    c->attn_kv_heads = r->attn_kv_heads ? r->attn_kv_heads : r->attn_heads;
+    c->rope_theta = 10000.0f;
+    c->norm_eps = 1e-6f;
+    c->hgrn_dim = r->d_model;
+    c->hgrn2_heads = r->hgrn2_heads;
+    c->retnet_heads = r->retnet_heads;
+    c->deltanet_heads = r->deltanet_heads;
+    c->gdn_heads = r->gdn_heads;
+    c->gdn_head_dim = r->gdn_head_dim;
+    c->gdn_expand_v = r->gdn_expand_v;
+    c->conv_size = r->conv_size;
+    c->use_lower_bound = r->lower_bound;
+    const char* bad = parse_pattern(r->pattern, r->n_layer, c->pattern);
+    if (bad) usage_error(prog, "--pattern '%s': %s", r->pattern, bad);
+    bad = validate_config(c);
+    if (bad) usage_error(prog, "bad model flags: %s", bad);
+}
+
+// On resume the model is the checkpoint's: a model flag given on the command line must agree with
+// it. Every disagreement is named with both values, then the run is refused.
+static void resume_check_flags(const RunFlags* r, const Config* ck, const char* ckpt, const char* prog) {
+    Config want;
+    RunFlags given = *r; // what the flags build, with the layer count of the flags if given, else the checkpoint's
+    if (!run_flag(r, "layers")->set) given.n_layer = ck->n_layer;
+    if (!run_flag(r, "pattern")->set) given.pattern = "attn"; // not compared; any valid pattern
+    config_from_flags(&given, ck->vocab_size, &want, prog);
+    char pat_want[1024], pat_ck[1024];
+    format_pattern(&want, pat_want, sizeof(pat_want));
+    format_pattern(ck, pat_ck, sizeof(pat_ck));
+    struct { const char* flag; long ck, want; } ints[] = {
+        {"d-model", ck->d_model, want.d_model}, {"layers", ck->n_layer, want.n_layer},
+        {"gla-heads", ck->gla_heads, want.gla_heads}, {"expand-k", ck->gla_dk, want.gla_dk},
+        {"expand-v", ck->gla_dv, want.gla_dv}, {"hgrn2-heads", ck->hgrn2_heads, want.hgrn2_heads},
+        {"retnet-heads", ck->retnet_heads, want.retnet_heads}, {"deltanet-heads", ck->deltanet_heads, want.deltanet_heads},
+        {"gdn-heads", ck->gdn_heads, want.gdn_heads}, {"gdn-head-dim", ck->gdn_head_dim, want.gdn_head_dim},
+        {"gdn-expand-v", ck->gdn_expand_v, want.gdn_expand_v}, {"conv-size", ck->conv_size, want.conv_size},
+        {"lower-bound", ck->use_lower_bound, want.use_lower_bound}, {"attn-heads", ck->attn_heads, want.attn_heads},
+        {"kv-heads", ck->attn_kv_heads, want.attn_kv_heads}, {"mlp-hidden", ck->mlp_hidden, want.mlp_hidden},
+        {"tie", ck->tie_embeddings, want.tie_embeddings},
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        if (!run_flag(r, ints[i].flag)->set || ints[i].ck == ints[i].want) continue;
+        const char* unit = !strcmp(ints[i].flag, "expand-k") ? " (GLA key dim)" : !strcmp(ints[i].flag, "expand-v") ? " (GLA value dim)" : "";
+        fprintf(stderr, "error: --%s: the checkpoint has %ld%s, the flags give %ld\n", ints[i].flag, ints[i].ck, unit, ints[i].want);
+        bad++;
+    }
+    if (run_flag(r, "pattern")->set && strcmp(pat_ck, pat_want) != 0) {
+        fprintf(stderr, "error: --pattern: the checkpoint has %s, the flags give %s\n", pat_ck, pat_want);
+        bad++;
+    }
+    if (bad)
+        fail("--resume 1: %d model flag%s disagree%s with the checkpoint '%s' (the model of a resumed run is the "
+             "checkpoint's): drop %s, or start a new run with another --out", bad, bad > 1 ? "s" : "",
+             bad > 1 ? "" : "s", ckpt, bad > 1 ? "those flags" : "that flag");
+}
+
+// Takes the checkpoint directory for this run, before anything is trained: creates it, locks it,
+// proves a checkpoint can be written there, cleans what interrupted saves left, and refuses to start
+// a new run over another run's checkpoints unless --overwrite 1 (they are deleted only by
+// run_dir_start_over, after every other check). Returns the step to resume from, or -1 (a new run).
+static int run_dir_open(const RunFlags* r, const char* prog) {
+    const char* dir = r->out_dir;
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        usage_error(prog, "--out '%s' is a file; it must be a directory (it is created if missing)", dir);
+    mkdir_p(dir);
+    ckpt_dir_lock(dir);
+    int stale = ckpt_clean_stale(dir);
+    if (stale) printf("removed %d unfinished checkpoint file%s in '%s' left by an interrupted save\n", stale,
+                      stale > 1 ? "s" : "", dir);
+    ckpt_dir_probe(dir);
+    int latest = latest_checkpoint(dir);
+    if (r->resume) {
+        if (latest < 0) fail("--resume 1: no complete checkpoint (DONE_* marker) in '%s'", dir);
+        return latest;
+    }
+    if (latest >= 0 && !r->overwrite)
+        fail("'%s' holds another run's checkpoints (latest: step %d): continue that run with --resume 1, choose "
+             "another --out, or give --overwrite 1 to delete them and start over", dir, latest);
+    return -1;
+}
+
+// --overwrite 1: deletes the previous run's checkpoints (called once every check has passed).
+static void run_dir_start_over(const char* dir) {
+    int* steps;
+    int n = ckpt_list(dir, "DONE", &steps);
+    const char* kinds[] = {"DONE", "model", "state"};
+    char path[PATH_CAP];
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) {
+            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
+            remove(path);
+        }
+    if (n) printf("--overwrite 1: deleted the %d checkpoint%s of the previous run in '%s'\n", n, n > 1 ? "s" : "", dir);
+    free(steps);
+}
+
+// A new run's id, written in its markers: from the clock and the process id, never 0.
+static uint64_t new_run_id(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t id = hash_u64(((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 48));
+    return id ? id : 1;
+}
+
+// Warns before step 0 when the checkpoints this run will keep may not fit the free disk space.
+static void check_disk_space(const RunFlags* r, size_t num_params) {
+    double per_ckpt = 2.0 * HEADER_BYTES + 12.0 * num_params; // model + optimizer state
+    long saves = r->ckpt_every ? (long)(r->steps / r->ckpt_every) + 1 : 1;
+    long held = r->keep ? (r->keep + 1 < saves ? r->keep + 1 : saves) : saves; // a new one is written before pruning
+    double need = per_ckpt * held, have = disk_free_bytes(r->out_dir);
+    if (have >= 0 && need > have)
+        fprintf(stderr, "warning: the %ld checkpoint%s this run keeps in '%s' need about %.1f MiB, the disk has %.1f "
+                "MiB free: saves may fail (lower --keep or free space)\n", held, held > 1 ? "s" : "", r->out_dir,
+                need / 1048576.0, have / 1048576.0);
+}
+
+typedef struct {
+    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip;
+    int warmup_steps, total_steps;
+} TrainHyper;
+
+// linear warmup over `warmup` steps, then cosine decay from lr to lr*min_lr_frac at total_steps
+static float learning_rate(const TrainHyper* h, int step) {
+    if (step < h->warmup_steps) return h->lr * (step + 1) / h->warmup_steps;
+    float min_lr = h->lr * h->min_lr_frac;
+    if (step >= h->total_steps) return min_lr;
+    double progress = (double)(step - h->warmup_steps) / (h->total_steps - h->warmup_steps);
+    return (float)(min_lr + 0.5 * (h->lr - min_lr) * (1.0 + cos(3.14159265358979323846 * progress)));
+}
+
+// Evaluation: the mean loss over scored targets (nats per token), that loss in bits per byte of the
+// text the targets encode (comparable across tokenizers), and the recall accuracy (MQAR).
+typedef struct { float loss; double bits_per_byte, accuracy; long scored; } EvalResult;
+
+static int argmax(const float* x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
+static int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
+    int best = argmax(logits, V);
+    if (temperature <= 0.0f) return best;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
+    double r = random_f32(rng) * sum, acc = 0.0;
+    for (int i = 0; i < V; i++) {
+        acc += exp((logits[i] - logits[best]) / temperature);
+        if (acc > r) return i;
+    }
+    return best;
+}
+
+// SIGINT / SIGTERM: the first asks the training loop to finish its step, save a checkpoint and exit;
+// a second aborts at once (the last complete checkpoint stays good: saves are atomic).
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (stop_signal) _exit(128 + sig);
+    stop_signal = sig;
+    static const char msg[] = "\nstop requested: finishing this step and saving a checkpoint (again to abort at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)ignored;
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 // ----------------------------------------------------------------------------

@@ -1699,24 +1699,6 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
 }
 
 // ----------------------------------------------------------------------------
-// sizes of the matrix-state mixers: H heads, each with a state S ∈ R^{K×V}
-//     gla: gla_heads, K = gla_dk/H, V = gla_dv/H     hgrn2: hgrn2_heads, K = V = d/H
-//     retnet: retnet_heads, K = d/H, V = 2d/H         deltanet: deltanet_heads, K = V = d/H
-//     gated_deltanet: gdn_heads, K = gdn_head_dim, V = K · gdn_expand_v
-// (hgrn's state is a vector of hgrn_dim; attention keeps a KV cache)
-static void mixer_dims(const Config* c, int mixer, int* H, int* K, int* V) {
-    int d = c->d_model;
-    switch (mixer) {
-    case MIXER_GLA: *H = c->gla_heads; *K = c->gla_dk / *H; *V = c->gla_dv / *H; break;
-    case MIXER_HGRN2: *H = c->hgrn2_heads; *K = *V = d / *H; break;
-    case MIXER_RETNET: *H = c->retnet_heads; *K = d / *H; *V = 2 * d / *H; break;
-    case MIXER_DELTANET: *H = c->deltanet_heads; *K = *V = d / *H; break;
-    case MIXER_GATED_DELTANET: *H = c->gdn_heads; *K = c->gdn_head_dim; *V = *K * c->gdn_expand_v; break;
-    default: fail("mixer_dims: mixer id %d has no matrix state", mixer);
-    }
-}
-
-// ----------------------------------------------------------------------------
 // the HGRN layer (LAYERS.md §3b): i, f, g = W_i x, W_f x, W_g x (N,D); a = the bounded log-forget of f;
 // gated input x̃ = silu(i) ⊙ (1 − e^a) (the input gate tied to the forget gate); h = the elementwise
 // recurrence (chunked scan); y = W_o (RMSNorm_D(h) · w ⊙ silu(g)), one norm over the whole D-vector.
@@ -2126,8 +2108,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         }
 }
 
-static int attn_head_dim(const Config* c) { return c->d_model / c->attn_heads; }
-
 void attn_layer_forward(Model* m, int l, int B, int T) {
     const Config* c = &m->config;
     LayerActs* A = &m->acts[l];
@@ -2245,29 +2225,7 @@ void model_build(Model* m, const Config* c) {
 // N(0, 0.02); norm weights 1; GLA's gate bias and HGRN's lower bounds 0; GDN's
 //     A_log = log A, A ~ U(0, 16]       (per-head decay rates; 0 excluded, log 0 = −inf)
 //     dt_bias = dt + log(−expm1(−dt))   (softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) clamped ≥ 1e-4)
-void model_init_weights(Model* m, uint64_t seed) {
-    uint64_t rng = seed ? seed : 1;
-    for (int i = 0; i < m->num_specs; i++) {
-        const ParamSpec* p = &m->specs[i];
-        float* w = m->params + p->offset;
-        int slot = p->layer >= 0 ? p->slot : -1;
-        int is_norm = (p->layer < 0 && p->slot == G_NORM) || slot == W_ATTN_NORM || slot == W_MLP_NORM ||
-                      slot == W_GLA_G_NORM || slot == W_HGRN_G_NORM || slot == W_HGRN2_G_NORM ||
-                      slot == W_RET_G_NORM || slot == W_DELTA_O_NORM;
-        int is_zero = (p->layer < 0 && p->slot == G_LOWER_BOUNDS) || slot == W_GLA_GK_BIAS;
-        for (size_t j = 0; j < p->numel; j++) {
-            if (slot == W_DELTA_A_LOG) {
-                w[j] = logf(16.0f * (1.0f - random_f32(&rng)));
-            } else if (slot == W_DELTA_DT_BIAS) {
-                float dt = expf(logf(1e-3f) + random_f32(&rng) * (logf(0.1f) - logf(1e-3f)));
-                dt = fmaxf(dt, 1e-4f);
-                w[j] = dt + logf(-expm1f(-dt));
-            } else {
-                w[j] = is_norm ? 1.0f : is_zero ? 0.0f : 0.02f * random_normal(&rng);
-            }
-        }
-    }
-}
+void model_init_weights(Model* m, uint64_t seed) { init_params(m->specs, m->num_specs, m->params, seed); }
 
 // the widest per-row tensor of a layer's mixer (its backward scratch rows)
 static int mixer_width(const Config* c, int mixer) {
@@ -2490,20 +2448,6 @@ void model_free(Model* m) {
 // ----------------------------------------------------------------------------
 // optimisation: global gradient norm, clipping, learning-rate schedule, AdamW
 
-typedef struct {
-    float lr, min_lr_frac, weight_decay, beta1, beta2, eps, grad_clip;
-    int warmup_steps, total_steps;
-} TrainHyper;
-
-// linear warmup over `warmup` steps, then cosine decay from lr to lr*min_lr_frac at total_steps
-float learning_rate(const TrainHyper* h, int step) {
-    if (step < h->warmup_steps) return h->lr * (step + 1) / h->warmup_steps;
-    float min_lr = h->lr * h->min_lr_frac;
-    if (step >= h->total_steps) return min_lr;
-    double progress = (double)(step - h->warmup_steps) / (h->total_steps - h->warmup_steps);
-    return (float)(min_lr + 0.5 * (h->lr - min_lr) * (1.0 + cos(3.14159265358979323846 * progress)));
-}
-
 float grad_norm(const Model* m) {
     double ss = 0.0;
     #pragma omp parallel for reduction(+ : ss)
@@ -2557,15 +2501,6 @@ typedef struct {
     LayerActs acts;                    // one row
     float *x, *att_row, *logits;       // (d), (H*max_T), (V)
 } DecodeState;
-
-// floats of a linear layer's recurrent state (0 for attention, whose cache grows with the text)
-static size_t mixer_state_floats(const Config* c, int mixer) {
-    if (mixer == MIXER_ATTN) return 0;
-    if (mixer == MIXER_HGRN) return c->hgrn_dim;
-    int H, K, V;
-    mixer_dims(c, mixer, &H, &K, &V);
-    return (size_t)H * K * V;
-}
 
 void decode_init(DecodeState* s, const Config* c, int max_T) {
     memset(s, 0, sizeof(*s));
@@ -2732,167 +2667,36 @@ void decode_step(Model* m, DecodeState* s, int token, int pos) {
 }
 
 // The index of the largest of x[0..n) (the first, on ties).
-static int argmax(const float* x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-    return best;
-}
-
-// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
-int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
-    int best = argmax(logits, V);
-    if (temperature <= 0.0f) return best;
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
-    double r = random_f32(rng) * sum, acc = 0.0;
-    for (int i = 0; i < V; i++) {
-        acc += exp((logits[i] - logits[best]) / temperature);
-        if (acc > r) return i;
-    }
-    return best;
-}
 
 // ----------------------------------------------------------------------------
-// optimizer-state file: header [0] magic [1] version [2] step [3] shard [4,5] data position (lo, hi)
-// [6,7] sampler RNG (lo, hi) [8,9] parameter count (lo, hi) [10] B [11] T [12,13] fingerprint of
-// the model's config (lo, hi; 0 in files written before it existed); then AdamW m and v.
+// checkpoints: model_<s>.bin, state_<s>.bin, then the marker DONE_<s> (model.h: the files and the
+// checkpoint directory's rules)
 
-typedef struct {
-    int step;
-    int shard;
-    size_t pos;
-    uint64_t rng;
-    int B, T;
-} TrainState;
-
-// FNV-1a of the model's checkpoint header: two configs with the same parameter count (the same
-// mixers in another order, say) still differ here. Never 0.
-static uint64_t config_fingerprint(const Model* m) {
-    int32_t h[256];
-    config_to_header(&m->config, m->num_params, h);
-    uint64_t fp = hash_bytes((const unsigned char*)h, sizeof(h));
-    return fp ? fp : 1;
-}
-
-void state_write(const char* path, const Model* m, const TrainState* s) {
-    char tmp[PATH_CAP];
-    int32_t h[256] = {STATE_MAGIC, STATE_VERSION, s->step, s->shard};
-    uint64_t fp = config_fingerprint(m);
-    h[4] = (int32_t)(s->pos & 0xffffffff); h[5] = (int32_t)(s->pos >> 32);
-    h[6] = (int32_t)(s->rng & 0xffffffff); h[7] = (int32_t)(s->rng >> 32);
-    h[8] = (int32_t)(m->num_params & 0xffffffff); h[9] = (int32_t)((uint64_t)m->num_params >> 32);
-    h[10] = s->B; h[11] = s->T;
-    h[12] = (int32_t)(fp & 0xffffffff); h[13] = (int32_t)(fp >> 32);
-    FILE* f = atomic_open(path, tmp);
-    fwrite_check(h, sizeof(int32_t), 256, f, tmp);
-    fwrite_check(m->adam_m, sizeof(float), m->num_params, f, tmp);
-    fwrite_check(m->adam_v, sizeof(float), m->num_params, f, tmp);
-    atomic_commit(f, tmp, path);
-}
-
-// Reads an optimizer-state file into m's AdamW moments and *s, checking it against the model m:
-// parameter count, config fingerprint, file length, finite moments.
-void state_read(const char* path, Model* m, TrainState* s) {
-    FILE* f = fopen_check(path, "rb");
-    int32_t h[256];
-    read_header(h, f, path, STATE_MAGIC, STATE_VERSION, "optimizer-state file");
-    s->step = h[2];
-    s->shard = h[3];
-    s->pos = (size_t)(uint32_t)h[4] | ((size_t)(uint32_t)h[5] << 32);
-    s->rng = (uint64_t)(uint32_t)h[6] | ((uint64_t)(uint32_t)h[7] << 32);
-    size_t n = (size_t)(uint32_t)h[8] | ((size_t)(uint32_t)h[9] << 32);
-    s->B = h[10];
-    s->T = h[11];
-    uint64_t fp = (uint64_t)(uint32_t)h[12] | ((uint64_t)(uint32_t)h[13] << 32), want_fp = config_fingerprint(m);
-    if (n != m->num_params) fail("'%s' holds optimizer state for %zu parameters, the model has %zu", path, n, m->num_params);
-    if (fp != 0 && fp != want_fp)
-        fail("'%s' was written for another model config (fingerprint %016llx, this model's is %016llx): it does "
-             "not belong to this checkpoint", path, (unsigned long long)fp, (unsigned long long)want_fp);
-    if (s->step < 0) fail("'%s': negative step %d", path, s->step);
-    int64_t want = HEADER_BYTES + 8 * (int64_t)n, have = file_size(f);
-    if (have != want) fail("'%s' is %lld bytes, expected %lld (truncated or corrupt)", path, (long long)have, (long long)want);
-    fread_check(m->adam_m, sizeof(float), n, f, path);
-    fread_check(m->adam_v, sizeof(float), n, f, path);
-    fclose(f);
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(m->adam_m[i]) || !isfinite(m->adam_v[i]) || m->adam_v[i] < 0.0f)
-            fail("'%s': optimizer moment %zu is invalid (corrupt file)", path, i);
-}
-
-// Checkpoint of step s = the state before training step s: model_<s>.bin, state_<s>.bin, then the
-// marker DONE_<s>, written last, that says both files are complete. Resume looks for markers only.
-static void ckpt_path(char* out, size_t cap, const char* dir, const char* kind, int step) {
-    snprintf(out, cap, "%s/%s_%08d%s", dir, kind, step, strcmp(kind, "DONE") ? ".bin" : "");
-}
-
-// The step of a DONE marker's path ".../DONE_<digits>", or -1 for anything else (the marker's own
-// DONE_<step>.tmp, left behind by a run killed while writing it, is not a marker).
-static int marker_step(const char* path) {
-    const char* digits = strrchr(path, '_') + 1;
-    if (!*digits || strspn(digits, "0123456789") != strlen(digits)) return -1;
-    return atoi(digits);
-}
-
-// The steps of the complete checkpoints in dir (those with a DONE marker), ascending, malloc'd into
-// *steps; returns their count.
-static int checkpoint_steps(const char* dir, int** steps) {
-    glob_t g;
-    char pattern[PATH_CAP];
-    snprintf(pattern, sizeof(pattern), "%s/DONE_*", dir);
-    int n = 0;
-    if (glob(pattern, 0, NULL, &g) == 0) { // sorted, and %08d sorts by number
-        *steps = (int*)malloc_check(g.gl_pathc * sizeof(int));
-        for (size_t i = 0; i < g.gl_pathc; i++)
-            if (marker_step(g.gl_pathv[i]) >= 0) (*steps)[n++] = marker_step(g.gl_pathv[i]);
-        globfree(&g);
-    } else {
-        *steps = NULL;
-    }
-    return n;
-}
-
-void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int keep) {
+// Saves the checkpoint of step s->step into dir and prunes this run's older ones (keep 0: none).
+void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int keep, uint64_t run_id) {
     char path[PATH_CAP];
-    for (size_t i = 0; i < m->num_params; i++)
-        if (!isfinite(m->params[i])) fail("refusing to save a checkpoint with non-finite parameters (step %d)", s->step);
+    const char* bad = params_check(m->params, m->num_params);
+    if (bad) fail("refusing to save a checkpoint of step %d: %s", s->step, bad);
     ckpt_path(path, sizeof(path), dir, "model", s->step);
     checkpoint_write(path, &m->config, m->params, m->num_params);
     ckpt_path(path, sizeof(path), dir, "state", s->step);
-    state_write(path, m, s);
-    ckpt_path(path, sizeof(path), dir, "DONE", s->step);
-    char tmp[PATH_CAP];
-    FILE* f = atomic_open(path, tmp);
-    atomic_commit(f, tmp, path);
-    // drop checkpoints older than the `keep` most recent (marker first, so none is left half-deleted
-    // with its marker)
-    int* steps;
-    int n = checkpoint_steps(dir, &steps);
-    const char* kinds[] = {"DONE", "model", "state"};
-    for (int i = 0; keep > 0 && i + keep < n; i++)
-        for (int k = 0; k < 3; k++) {
-            ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
-            remove(path);
-        }
-    free(steps);
+    state_write(path, &m->config, m->adam_m, m->adam_v, m->num_params, s);
+    marker_write(dir, s->step, run_id);
+    ckpt_prune(dir, keep, run_id);
 }
 
-// highest step with a DONE marker in dir, or −1
-int latest_checkpoint(const char* dir) {
-    int* steps;
-    int n = checkpoint_steps(dir, &steps);
-    int best = n > 0 ? steps[n - 1] : -1;
-    free(steps);
-    return best;
+// Reads the checkpoint of `step` in dir into m (built with the checkpoint's config) and *s.
+void load_checkpoint(const char* dir, int step, Model* m, TrainState* s) {
+    char path[PATH_CAP];
+    ckpt_path(path, sizeof(path), dir, "model", step);
+    checkpoint_read_params(path, &m->config, m->params, m->num_params);
+    ckpt_path(path, sizeof(path), dir, "state", step);
+    state_read(path, &m->config, m->adam_m, m->adam_v, m->num_params, s);
+    if (s->step != step) fail("'%s' is for step %d, its model file for step %d", path, s->step, step);
 }
 
 // ----------------------------------------------------------------------------
 // main: the training program
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // How many scored targets (B*T,) are the argmax of their row of probs (B*T, V); *scored counts them.
 long argmax_hits(const float* probs, const int* targets, int N, int V, long* scored) {
@@ -2911,7 +2715,6 @@ long argmax_hits(const float* probs, const int* targets, int N, int V, long* sco
 // (nats per token), that loss in bits per byte of the text the targets encode (comparable across
 // tokenizers), and the recall accuracy: the fraction of scored targets that are the model's argmax
 // (what MQAR measures; reported where the data has target files).
-typedef struct { float loss; double bits_per_byte, accuracy; long scored; } EvalResult;
 EvalResult evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok) {
     loader_seek(val, 0, 0);
     double total = 0.0, bytes = 0.0;
@@ -2963,119 +2766,56 @@ void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, 
     free(ids);
 }
 
+// Seconds per generated token, timed over a few decode steps (what --max-time reserves for the
+// final sample before one has been drawn).
+double decode_seconds_per_token(Model* m) {
+    DecodeState s;
+    int n = 8;
+    decode_init(&s, &m->config, n);
+    double t0 = now_seconds();
+    for (int pos = 0; pos < n; pos++) decode_step(m, &s, 0, pos);
+    double per_token = (now_seconds() - t0) / n;
+    decode_free(&s, &m->config);
+    return per_token;
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
-    // model
-    int d_model = 128, n_layer = 4, gla_heads = 2, attn_heads = 4, attn_kv_heads = 0, mlp_hidden = 0, tie = 1;
-    const char* pattern = "gla:3";
-    float expand_k = 0.5f, expand_v = 1.0f;
-    // the other linear families, fla's defaults scaled to d = 128: HGRN width d (expand ratio 1);
-    // HGRN2 head dim 128 (1 head); RetNet 4 heads (K = 32, V = 64); DeltaNet 2 heads (K = V = 64);
-    // GDN H·K = 0.75 d (3 heads of 32), V = 2K; short convs of 4; HGRN lower bounds on
-    int hgrn2_heads = 1, retnet_heads = 4, deltanet_heads = 2, gdn_heads = 3, gdn_head_dim = 32, gdn_expand_v = 2,
-        conv_size = 4, lower_bound = 1;
-    // data and training
-    const char *train_glob = "data/tinyshakespeare/tiny_shakespeare_train.bin",
-               *val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin",
-               *tok_path = "data/tokenizer_bytes.bin", *out_dir = "out", *prompt = "\n";
-    int B = 32, T = 128, steps = 900, warmup = 50, val_every = 100, val_batches = 20, sample_every = 300,
-        gen_tokens = 256, ckpt_every = 500, keep = 2, resume = 0, seed = 1337, chunk = 16, stop_at = 0;
-    float lr = 3e-3f, min_lr_frac = 0.1f, wd = 0.1f, clip = 1.0f, max_time = 0.0f, temperature = 0.8f;
-    Flag flags[] = {
-        {"train", 'i', FLAG_STRING, &train_glob, 0, 0, "training shards (glob)"},
-        {"val", 'j', FLAG_STRING, &val_glob, 0, 0, "validation shards (glob)"},
-        {"tokenizer", 'z', FLAG_STRING, &tok_path, 0, 0, "tokenizer file"},
-        {"out", 'o', FLAG_STRING, &out_dir, 0, 0, "directory for checkpoints"},
-        {"resume", 'r', FLAG_INT, &resume, 0, 1, "1: continue from the latest checkpoint in --out"},
-        {"d-model", 'd', FLAG_INT, &d_model, 8, 16384, "model width d"},
-        {"layers", 'L', FLAG_INT, &n_layer, 1, MAX_LAYERS, "number of layers"},
-        {"pattern", 'p', FLAG_STRING, &pattern, 0, 0, "mixers: list 'gla,gla,gla,attn', 'gla:3' (3:1), 'gla:pure', 'attn'"},
-        {"gla-heads", 0, FLAG_INT, &gla_heads, 1, 1024, "GLA heads"},
-        {"expand-k", 0, FLAG_FLOAT, &expand_k, 0.0625, 4, "GLA key dim = d * expand-k"},
-        {"expand-v", 0, FLAG_FLOAT, &expand_v, 0.0625, 4, "GLA value dim = d * expand-v"},
-        {"hgrn2-heads", 0, FLAG_INT, &hgrn2_heads, 1, 1024, "HGRN2 heads (key and value head dim d/heads)"},
-        {"retnet-heads", 0, FLAG_INT, &retnet_heads, 1, 1024, "RetNet heads (K = d/heads, V = 2d/heads)"},
-        {"deltanet-heads", 0, FLAG_INT, &deltanet_heads, 1, 1024, "DeltaNet heads (K = V = d/heads)"},
-        {"gdn-heads", 0, FLAG_INT, &gdn_heads, 1, 1024, "Gated DeltaNet heads"},
-        {"gdn-head-dim", 0, FLAG_INT, &gdn_head_dim, 1, 4096, "Gated DeltaNet key head dim K"},
-        {"gdn-expand-v", 0, FLAG_INT, &gdn_expand_v, 1, 16, "Gated DeltaNet value head dim = K * this"},
-        {"conv-size", 0, FLAG_INT, &conv_size, 1, 16, "short-convolution kernel of DeltaNet / GDN"},
-        {"lower-bound", 0, FLAG_INT, &lower_bound, 0, 1, "1: HGRN / HGRN2 forget gates get learned lower bounds"},
-        {"attn-heads", 0, FLAG_INT, &attn_heads, 1, 1024, "attention heads (head dim d/heads)"},
-        {"kv-heads", 0, FLAG_INT, &attn_kv_heads, 0, 1024, "attention key/value heads for GQA (0: = attn-heads)"},
-        {"mlp-hidden", 0, FLAG_INT, &mlp_hidden, 0, 65536, "SwiGLU width (0: fla's rule, 8d/3 rounded up to 256)"},
-        {"tie", 0, FLAG_INT, &tie, 0, 1, "1: LM head tied to the embedding"},
-        {"chunk", 0, FLAG_INT, &chunk, 1, 1024, "chunk length of the linear mixers in training"},
-        {"batch", 'b', FLAG_INT, &B, 1, 4096, "batch size B"},
-        {"seq-len", 'T', FLAG_INT, &T, 2, 65536, "sequence length T"},
-        {"steps", 'n', FLAG_INT, &steps, 0, 100000000, "training steps (the cosine schedule's length)"},
-        {"stop-at", 0, FLAG_INT, &stop_at, 0, 100000000, "stop at this step, keeping the schedule of --steps (0: at --steps)"},
-        {"max-time", 'x', FLAG_FLOAT, &max_time, 0, 1e9, "stop after this many seconds of training (0: no limit)"},
-        {"lr", 'l', FLAG_FLOAT, &lr, 0, 10, "peak learning rate"},
-        {"warmup", 'u', FLAG_INT, &warmup, 0, 100000000, "linear warmup steps"},
-        {"min-lr-frac", 'q', FLAG_FLOAT, &min_lr_frac, 0, 1, "final learning rate as a fraction of the peak"},
-        {"weight-decay", 'c', FLAG_FLOAT, &wd, 0, 10, "AdamW decoupled weight decay (Linear weights, embedding, LM head)"},
-        {"grad-clip", 'g', FLAG_FLOAT, &clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
-        {"val-every", 'v', FLAG_INT, &val_every, 0, 100000000, "validation loss every N steps (0: only at the end)"},
-        {"val-batches", 'm', FLAG_INT, &val_batches, 1, 100000, "validation batches"},
-        {"sample-every", 's', FLAG_INT, &sample_every, 0, 100000000, "print a sample every N steps (0: only at the end)"},
-        {"gen-tokens", 'G', FLAG_INT, &gen_tokens, 0, 1000000, "tokens per sample"},
-        {"prompt", 0, FLAG_STRING, &prompt, 0, 0, "text the samples start from"},
-        {"temperature", 0, FLAG_FLOAT, &temperature, 0, 100, "sampling temperature (0: greedy)"},
-        {"ckpt-every", 'k', FLAG_INT, &ckpt_every, 0, 100000000, "checkpoint every N steps (0: only at the end)"},
-        {"keep", 0, FLAG_INT, &keep, 0, 1000000, "checkpoints to keep (0: all)"},
-        {"seed", 0, FLAG_INT, &seed, 0, 2147483647, "random seed (init and sampling)"},
-    };
-    parse_flags(argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
-                "Trains a GLA / softmax-attention hybrid language model on the CPU.");
-    if (warmup > steps && steps > 0) usage_error(argv[0], "--warmup %d exceeds --steps %d", warmup, steps);
+    setvbuf(stdout, NULL, _IOLBF, 0); // logs redirected to a file keep their order with stderr
+    double t_start = now_seconds();
+    RunFlags rf;
+    run_flags_parse(&rf, argc, argv, "Trains a GLA / softmax-attention hybrid language model on the CPU.");
 
+    // everything that could fail at the end of the run is checked before step 0
     Tokenizer tok;
-    tokenizer_load(&tok, tok_path);
-
-    Config cfg = {0};
-    TrainState ts = {0};
-    int start = resume ? latest_checkpoint(out_dir) : -1;
-    if (resume && start < 0) fail("--resume 1: no complete checkpoint (DONE_* marker) in '%s'", out_dir);
+    tokenizer_load(&tok, rf.tok_path);
+    int* prompt_ids = NULL; // the samples' prompt must encode (an MQAR tokenizer knows only its symbols)
+    tokenizer_encode(&tok, rf.prompt, &prompt_ids);
+    free(prompt_ids);
+    int start = run_dir_open(&rf, argv[0]);
+    Config cfg;
     char path[PATH_CAP];
+    TrainState ts = {0};
     if (start >= 0) {
-        ckpt_path(path, sizeof(path), out_dir, "model", start);
+        ckpt_path(path, sizeof(path), rf.out_dir, "model", start);
         checkpoint_read_config(path, &cfg);
+        resume_check_flags(&rf, &cfg, path, argv[0]);
+        ckpt_path(path, sizeof(path), rf.out_dir, "state", start);
+        state_read_batch(path, &ts);
+        if ((run_flag(&rf, "batch")->set && rf.B != ts.B) || (run_flag(&rf, "seq-len")->set && rf.T != ts.T))
+            fail("'%s' was trained with -b %d -T %d; resume with the same (got -b %d -T %d)", path, ts.B, ts.T, rf.B, rf.T);
+        rf.B = ts.B;
+        rf.T = ts.T;
     } else {
-        cfg.vocab_size = tok.vocab_size;
-        cfg.d_model = d_model;
-        cfg.n_layer = n_layer;
-        cfg.mlp_hidden = mlp_hidden ? mlp_hidden : default_mlp_hidden(d_model);
-        cfg.tie_embeddings = tie;
-        cfg.gla_heads = gla_heads;
-        cfg.gla_dk = (int)(d_model * expand_k);
-        cfg.gla_dv = (int)(d_model * expand_v);
-        cfg.gla_gate_rank = 16;
-        cfg.gla_gate_normalizer = 16;
-        cfg.attn_heads = attn_heads;
-        cfg.attn_kv_heads = attn_kv_heads ? attn_kv_heads : attn_heads;
-        cfg.rope_theta = 10000.0f;
-        cfg.norm_eps = 1e-6f;
-        cfg.hgrn_dim = d_model;
-        cfg.hgrn2_heads = hgrn2_heads;
-        cfg.retnet_heads = retnet_heads;
-        cfg.deltanet_heads = deltanet_heads;
-        cfg.gdn_heads = gdn_heads;
-        cfg.gdn_head_dim = gdn_head_dim;
-        cfg.gdn_expand_v = gdn_expand_v;
-        cfg.conv_size = conv_size;
-        cfg.use_lower_bound = lower_bound;
-        const char* bad = parse_pattern(pattern, n_layer, cfg.pattern);
-        if (bad) usage_error(argv[0], "--pattern '%s': %s", pattern, bad);
-        bad = validate_config(&cfg);
-        if (bad) usage_error(argv[0], "bad model flags: %s", bad);
+        config_from_flags(&rf, tok.vocab_size, &cfg, argv[0]);
     }
     if (cfg.vocab_size != tok.vocab_size)
-        fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d)", cfg.vocab_size, tok_path, tok.vocab_size);
+        fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d)", cfg.vocab_size, rf.tok_path, tok.vocab_size);
+    int B = rf.B, T = rf.T;
 
     Model model;
     model_build(&model, &cfg);
-    model.chunk_size = chunk;
+    model.chunk_size = rf.chunk;
     // parameters, gradients, two AdamW moments and the activations, refused before any is touched
     double MiB = 1.0 / 1048576.0;
     size_t act_floats = model_count_acts(&model, B, T);
@@ -3083,49 +2823,27 @@ int main(int argc, char** argv) {
     double ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * MiB;
     if (ram > 0 && need > 0.9 * ram)
         fail("this run needs about %.0f MiB but the machine has %.0f MiB: reduce -b, -T or the model", need, ram);
+    uint32_t tok_fp = tokenizer_fingerprint(&tok);
     DataLoader train, val;
-    loader_init(&train, train_glob, B, T, cfg.vocab_size);
-    loader_init(&val, val_glob, B, T, cfg.vocab_size);
-    ts.rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1;
+    loader_init(&train, rf.train_glob, B, T, cfg.vocab_size, tok_fp);
+    loader_init(&val, rf.val_glob, B, T, cfg.vocab_size, tok_fp);
+    check_disk_space(&rf, model.num_params);
+    uint64_t run_id;
     if (start >= 0) {
-        checkpoint_read_params(path, &cfg, model.params, model.num_params);
-        ckpt_path(path, sizeof(path), out_dir, "state", start);
-        state_read(path, &model, &ts);
-        if (ts.step != start) fail("'%s' is for step %d, its model file for step %d", path, ts.step, start);
-        if (ts.B != B || ts.T != T) fail("'%s' was trained with -b %d -T %d; resume with the same (got -b %d -T %d)", path, ts.B, ts.T, B, T);
+        load_checkpoint(rf.out_dir, start, &model, &ts);
         loader_seek(&train, ts.shard, ts.pos);
-        printf("resumed from step %d of '%s'\n", start, out_dir);
+        run_id = marker_run_id(rf.out_dir, start);
+        printf("resumed from step %d of '%s'\n", start, rf.out_dir);
     } else {
-        model_init_weights(&model, (uint64_t)seed);
+        if (rf.overwrite) run_dir_start_over(rf.out_dir);
+        model_init_weights(&model, (uint64_t)rf.seed);
+        ts.rng = (uint64_t)rf.seed * 0x9E3779B97F4A7C15ull + 1;
         ts.B = B;
         ts.T = T;
+        run_id = new_run_id();
     }
-    mkdir_p(out_dir);
 
-    char pat[1024];
-    format_pattern(&cfg, pat, sizeof(pat));
-    printf("model: d=%d L=%d pattern=%s vocab=%d mlp=%d tie=%d gla(H=%d Dk=%d Dv=%d) attn(H=%d Hkv=%d)\n",
-           cfg.d_model, cfg.n_layer, pat, cfg.vocab_size, cfg.mlp_hidden, cfg.tie_embeddings, cfg.gla_heads,
-           cfg.gla_dk, cfg.gla_dv, cfg.attn_heads, cfg.attn_kv_heads);
-    int others = 0;
-    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) { // the other linear families in the pattern
-        if (mix == MIXER_ATTN || mix == MIXER_GLA || !uses_mixer(&cfg, mix)) continue;
-        int H, K, V;
-        if (mix == MIXER_HGRN) {
-            printf("%shgrn(D=%d)", others++ ? " " : "       ", cfg.hgrn_dim);
-        } else {
-            mixer_dims(&cfg, mix, &H, &K, &V);
-            printf("%s%s(H=%d K=%d V=%d)", others++ ? " " : "       ", MIXER_NAMES[mix], H, K, V);
-        }
-    }
-    if (others) printf("%s\n", has_lower_bounds(&cfg) ? " lower bounds on" : "");
-    printf("parameters: %zu (%.2f M)\n", model.num_params, model.num_params * 1e-6);
-    size_t state_floats = 0, kv_floats = 0; // what generation keeps per sequence (DecodeState)
-    for (int l = 0; l < cfg.n_layer; l++) {
-        state_floats += mixer_state_floats(&cfg, cfg.pattern[l]);
-        if (cfg.pattern[l] == MIXER_ATTN) kv_floats += 2 * (size_t)cfg.attn_kv_heads * attn_head_dim(&cfg);
-    }
-    printf("state: %zu floats of recurrent state + a KV cache of %zu floats per token\n", state_floats, kv_floats);
+    print_model_summary(&cfg, model.num_params);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
@@ -3133,30 +2851,59 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
     printf("threads: %d\n", omp_get_max_threads());
 #endif
-    printf("data: %zu shard(s) train, val %zu shard(s); %d steps of %d tokens\n", train.files.gl_pathc,
-           val.files.gl_pathc, steps, B * T);
-    TrainHyper hyper = {lr, min_lr_frac, wd, 0.9f, 0.95f, 1e-8f, clip, warmup, steps};
+    printf("data: %zu shard(s) train, val %zu shard(s); %d steps of %d tokens, warmup %d\n", train.files.gl_pathc,
+           val.files.gl_pathc, rf.steps, B * T, rf.warmup);
+    printf("checkpoints: '%s' every %d steps%s, keeping %d%s\n", rf.out_dir, rf.ckpt_every,
+           rf.ckpt_minutes > 0 ? " and after each quiet stretch of --ckpt-minutes" : "", rf.keep, rf.keep ? "" : " (all)");
+    TrainHyper hyper = {rf.lr, rf.min_lr_frac, rf.wd, 0.9f, 0.95f, 1e-8f, rf.clip, rf.warmup, rf.steps};
 
-    double t_start = now_seconds();
-    int first_step = ts.step, step = ts.step;
+    // --max-time bounds the whole run: a step is started only if it and the end work (the final
+    // evaluation, sample and checkpoint, each timed when it last ran, estimated before) still fit
+    double step_time = 0.0, eval_time = -1.0, sample_time = -1.0, save_time = -1.0, last_save = now_seconds();
+    if (rf.max_time > 0) sample_time = decode_seconds_per_token(&model) * (strlen(rf.prompt) + rf.gen_tokens + 1);
+    int first_step = ts.step, step = ts.step, stopped_early = 0;
+    double t_train = now_seconds();
+    install_stop_handlers();
     for (;; step++) {
-        int last = step >= steps || (stop_at > 0 && step >= stop_at) || (max_time > 0 && now_seconds() - t_start > max_time);
-        if ((val_every && step % val_every == 0) || last) {
-            EvalResult e = evaluate(&model, &val, val_batches, &tok);
+        if (stop_signal) {
+            ts.step = step;
+            ts.shard = train.shard;
+            ts.pos = train.pos;
+            save_checkpoint(rf.out_dir, &model, &ts, rf.keep, run_id);
+            fprintf(stderr, "stopped by %s at step %d: checkpoint saved in '%s'; continue with: %s -r 1 --out %s\n",
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step, rf.out_dir, argv[0], rf.out_dir);
+            break;
+        }
+        double end_work = (eval_time >= 0 ? eval_time : rf.val_batches * step_time / 3.0) +
+                          (sample_time >= 0 ? sample_time : 0.0) +
+                          (save_time >= 0 ? save_time : 12.0 * model.num_params / 50e6);
+        int out_of_time = rf.max_time > 0 && step < rf.steps && now_seconds() - t_start + step_time + end_work > rf.max_time;
+        int last = step >= rf.steps || (rf.stop_at > 0 && step >= rf.stop_at) || out_of_time;
+        stopped_early = out_of_time && !(rf.stop_at > 0 && step >= rf.stop_at);
+        if ((rf.val_every && step % rf.val_every == 0) || last) {
+            double t0 = now_seconds();
+            EvalResult e = evaluate(&model, &val, rf.val_batches, &tok);
+            eval_time = now_seconds() - t0;
             if (val.has_targets) // a task scoring some positions (MQAR): recall, not bits per byte
                 printf("step %5d | val loss %.4f nats/token | recall %.4f (%ld scored)\n", step, e.loss, e.accuracy, e.scored);
             else
                 printf("step %5d | val loss %.4f nats/token | %.4f bits/byte\n", step, e.loss, e.bits_per_byte);
         }
-        if ((sample_every && step % sample_every == 0 && step > 0) || last) {
+        if ((rf.sample_every && step % rf.sample_every == 0 && step > 0) || last) {
+            double t0 = now_seconds();
             uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
-            generate(&model, &tok, prompt, gen_tokens, temperature, &srng);
+            generate(&model, &tok, rf.prompt, rf.gen_tokens, rf.temperature, &srng);
+            sample_time = now_seconds() - t0;
         }
-        if ((ckpt_every && step % ckpt_every == 0 && step > first_step) || last) {
+        int minutes_up = rf.ckpt_minutes > 0 && now_seconds() - last_save > 60.0 * rf.ckpt_minutes;
+        if ((rf.ckpt_every && step % rf.ckpt_every == 0 && step > first_step) || (minutes_up && step > first_step) || last) {
+            double t0 = now_seconds();
             ts.step = step;
             ts.shard = train.shard;
             ts.pos = train.pos;
-            save_checkpoint(out_dir, &model, &ts, keep);
+            save_checkpoint(rf.out_dir, &model, &ts, rf.keep, run_id);
+            last_save = now_seconds();
+            save_time = last_save - t0;
         }
         if (last) break;
         double t0 = now_seconds();
@@ -3167,21 +2914,26 @@ int main(int argc, char** argv) {
         if (!isfinite(model.loss) || !isfinite(norm)) {
             const char* where = first_nonfinite_grad(&model);
             fail("step %d: loss %g, grad norm %g; first non-finite gradient in '%s'. Stopped without saving; "
-                 "the last good checkpoint in '%s' is kept", step, model.loss, norm, where ? where : "(none: the loss)", out_dir);
+                 "the last good checkpoint in '%s' is kept", step, model.loss, norm, where ? where : "(none: the loss)", rf.out_dir);
         }
-        float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+        float scale = (rf.clip > 0.0f && norm > rf.clip) ? rf.clip / norm : 1.0f;
         float step_lr = learning_rate(&hyper, step);
         adamw_update(&model, &hyper, step_lr, step + 1, scale);
         double dt = now_seconds() - t0;
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n", step + 1, steps, model.loss,
+        step_time = dt > step_time ? dt : 0.5 * (step_time + dt); // the slow steps count: a bound, not an average
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n", step + 1, rf.steps, model.loss,
                step_lr, norm, dt * 1e3, B * T / dt);
-        fflush(stdout);
     }
-    printf("trained steps %d..%d in %.1f s\n", first_step, step, now_seconds() - t_start);
+    if (!stop_signal)
+        printf("trained steps %d..%d in %.1f s (the whole run %.1f s)\n", first_step, step, now_seconds() - t_train,
+               now_seconds() - t_start);
+    if (stopped_early)
+        printf("--max-time %g s: stopped early at step %d of the %d-step schedule; continue with: %s -r 1 --out %s\n",
+               rf.max_time, step, rf.steps, argv[0], rf.out_dir);
     loader_free(&train);
     loader_free(&val);
     tokenizer_free(&tok);
     model_free(&model);
-    return 0;
+    return stop_signal ? 128 + stop_signal : 0;
 }
 #endif // TESTING

@@ -79,7 +79,7 @@ static void mqar_example(const MqarSpec* p, uint16_t* tokens, uint16_t* targets,
 }
 
 // n examples into DIR/mqar_<split>.bin and .targets
-static void write_split(const MqarSpec* p, const char* dir, const char* split, int n, uint64_t seed) {
+static void write_split(const MqarSpec* p, const char* dir, const char* split, int n, uint64_t seed, uint32_t tokenizer_fp) {
     size_t total = (size_t)n * p->T;
     uint16_t* tokens = (uint16_t*)malloc_check(total * sizeof(uint16_t));
     uint16_t* targets = (uint16_t*)malloc_check(total * sizeof(uint16_t));
@@ -90,7 +90,7 @@ static void write_split(const MqarSpec* p, const char* dir, const char* split, i
         mqar_example(p, tokens + (size_t)i * p->T, targets + (size_t)i * p->T, weight, pool, &rng);
     char path[PATH_CAP], tpath[PATH_CAP];
     snprintf(path, sizeof(path), "%s/mqar_%s.bin", dir, split);
-    shard_write(path, tokens, total);
+    shard_write(path, tokens, total, tokenizer_fp);
     targets_path(tpath, path);
     targets_write(tpath, targets, total, p->T);
     printf("wrote %s (+ .targets): %d examples, %zu tokens, %zu scored\n", path, n, total, (size_t)n * p->K);
@@ -100,8 +100,8 @@ static void write_split(const MqarSpec* p, const char* dir, const char* split, i
     free(pool);
 }
 
-// "_" for 0, "k<i>" for keys [1, V/2), "v<i>" for values [V/2, V)
-static void write_tokenizer(const char* dir, int V) {
+// "_" for 0, "k<i>" for keys [1, V/2), "v<i>" for values [V/2, V); returns its fingerprint
+static uint32_t write_tokenizer(const char* dir, int V) {
     Tokenizer t;
     tokenizer_alloc(&t, TOKENIZER_SYMBOLS, V, -1, 0);
     for (int i = 0; i < V; i++) {
@@ -112,10 +112,13 @@ static void write_tokenizer(const char* dir, int V) {
     char path[PATH_CAP];
     snprintf(path, sizeof(path), "%s/tokenizer.bin", dir);
     tokenizer_write(&t, path);
+    uint32_t fp = tokenizer_fingerprint(&t);
     tokenizer_free(&t);
+    return fp;
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
     int V = 8192, T = 256, K = 16, n_train = 20000, n_val = 1000, seed = 1;
     float exponent = 0.99f;
     const char *fill = "zero", *out = "";
@@ -147,9 +150,9 @@ int main(int argc, char** argv) {
     mkdir_p(dir);
     MqarSpec p = {V, T, K, strcmp(fill, "random") == 0, exponent};
     uint64_t base = (uint64_t)seed * 0x9E3779B97F4A7C15ull;
-    write_split(&p, dir, "train", n_train, base ^ 0x1111);
-    write_split(&p, dir, "val", n_val, base ^ 0x2222);
-    write_tokenizer(dir, V);
+    uint32_t fp = write_tokenizer(dir, V);
+    write_split(&p, dir, "train", n_train, base ^ 0x1111, fp);
+    write_split(&p, dir, "val", n_val, base ^ 0x2222, fp);
     printf("train with: ./train_gla -T %d -i %s/mqar_train.bin -j %s/mqar_val.bin -z %s/tokenizer.bin\n", T, dir, dir, dir);
     return 0;
 }

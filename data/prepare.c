@@ -1,10 +1,13 @@
 /*
  * data/prepare.c — Tiny Shakespeare as token shards in llm.c's format, with one of three tokenizers.
  *
- *   ./data/prepare [-t bytes|gpt2|TOKENIZER] [input.txt]
+ *   ./data/prepare [-t bytes|gpt2|TOKENIZER] [-o PREFIX] [-f] [input.txt]
  *
  * The text comes from, in order: the argument, the TINYSHAKESPEARE environment variable, an existing
  * data/tinyshakespeare/input.txt, or a download from the public char-rnn URL (curl or wget).
+ * Shards that exist are never replaced unless -f is given. -o PREFIX names the outputs
+ * PREFIX_val.bin and PREFIX_train.bin; without it, Tiny Shakespeare's shards get the names below
+ * and any other text.txt gets data/text/text[_gpt2|_bpe<V>]_{val,train}.bin.
  * Writes, from the repository root (validation first, as llm.c splits Tiny Shakespeare):
  *
  *   -t bytes (default)  data/tokenizer_bytes.bin (256 tokens, one per byte, no EOT) and
@@ -55,20 +58,43 @@ static unsigned char* read_text(const char* src, size_t* n) {
     unsigned char* text = read_whole_file(src, n);
     if (*n < 1024) fail("'%s' has %zu bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, *n);
     if (*n != TINY_SHAKESPEARE_BYTES)
-        fprintf(stderr, "warning: '%s' has %zu bytes; Tiny Shakespeare has 1,115,394\n", src, *n);
+        fprintf(stderr, "note: '%s' has %zu bytes, Tiny Shakespeare 1,115,394: named as another text\n", src, *n);
     return text;
 }
 
+// The output paths <prefix>_val.bin and <prefix>_train.bin; refuses to replace existing shards
+// unless force (a prepared dataset is some user's hours of work, or the one a run resumes on).
+static void output_paths(char val[PATH_CAP], char train[PATH_CAP], const char* prefix, int force) {
+    if (snprintf(val, PATH_CAP, "%s_val.bin", prefix) >= PATH_CAP || snprintf(train, PATH_CAP, "%s_train.bin", prefix) >= PATH_CAP)
+        fail("output prefix too long: '%s'", prefix);
+    for (int i = 0; i < 2 && !force; i++)
+        if (file_exists(i ? train : val))
+            fail("'%s' exists: give -f to replace it, or -o PREFIX to write PREFIX_val.bin and PREFIX_train.bin", i ? train : val);
+    char dir[PATH_CAP];
+    snprintf(dir, sizeof(dir), "%s", prefix);
+    char* slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        mkdir_p(dir);
+    }
+}
+
 // The byte-level shards (the default, unchanged since the first version).
-static void prepare_bytes(const char* src, const unsigned char* text, size_t n) {
+static void prepare_bytes(const char* src, const unsigned char* text, size_t n, const char* prefix, int force) {
+    char val_path[PATH_CAP], train_path[PATH_CAP];
+    output_paths(val_path, train_path, prefix, force);
     uint16_t* tokens = (uint16_t*)malloc_check(n * sizeof(uint16_t));
     for (size_t i = 0; i < n; i++) tokens[i] = text[i];
     size_t n_val = n / 10;
-    tokenizer_write_bytes("data/tokenizer_bytes.bin");
-    shard_write(DIR "/tiny_shakespeare_val.bin", tokens, n_val);
-    shard_write(DIR "/tiny_shakespeare_train.bin", tokens + n_val, n - n_val);
-    printf("%s: %zu bytes -> %zu val + %zu train tokens (byte level), tokenizer data/tokenizer_bytes.bin\n", src, n,
-           n_val, n - n_val);
+    Tokenizer t;
+    tokenizer_init_bytes(&t);
+    tokenizer_write(&t, "data/tokenizer_bytes.bin");
+    uint32_t fp = tokenizer_fingerprint(&t);
+    tokenizer_free(&t);
+    shard_write(val_path, tokens, n_val, fp);
+    shard_write(train_path, tokens + n_val, n - n_val, fp);
+    printf("%s: %zu bytes -> %zu val + %zu train tokens (byte level), tokenizer data/tokenizer_bytes.bin\n"
+           "  %s\n  %s\n", src, n, n_val, n - n_val, val_path, train_path);
     free(tokens);
 }
 
@@ -94,19 +120,45 @@ static size_t encode_documents(const Tokenizer* t, const unsigned char* text, si
     return m;
 }
 
+// The default output prefix: Tiny Shakespeare's names for Tiny Shakespeare, data/<stem>/<stem> for
+// another text (<stem>: its file name without the extension); `name` ("" for bytes) is appended.
+static void default_prefix(char out[PATH_CAP], const char* src, size_t n, const char* name) {
+    const char* sep = *name ? "_" : "";
+    if (n == TINY_SHAKESPEARE_BYTES) {
+        snprintf(out, PATH_CAP, DIR "/tiny_shakespeare%s%s", sep, name);
+        return;
+    }
+    const char* base = strrchr(src, '/') ? strrchr(src, '/') + 1 : src;
+    char stem[256];
+    snprintf(stem, sizeof(stem), "%s", base);
+    char* dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = 0;
+    if (snprintf(out, PATH_CAP, "data/%s/%s%s%s", stem, stem, sep, name) >= PATH_CAP) fail("path too long: '%s'", src);
+}
+
 int main(int argc, char** argv) {
-    const char *tok_arg = "bytes", *src = NULL;
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
+    const char *tok_arg = "bytes", *src = NULL, *prefix = NULL;
+    int force = 0;
+    const char* usage = "[-t bytes|gpt2|TOKENIZER] [-o PREFIX] [-f] [input.txt]";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [-t bytes|gpt2|TOKENIZER] [input.txt]   (or TINYSHAKESPEARE=path; default: download)\n"
-                   "  -t, --tokenizer   bytes (default), gpt2 (data/tokenizer_gpt2.bin), or a BPE tokenizer file\n",
-                   argv[0]);
+            printf("usage: %s %s   (or TINYSHAKESPEARE=path; default: download)\n"
+                   "  -t, --tokenizer   bytes (default), gpt2 (data/tokenizer_gpt2.bin), or a BPE tokenizer file\n"
+                   "  -o, --out PREFIX  write PREFIX_val.bin and PREFIX_train.bin (default: Tiny Shakespeare's\n"
+                   "                    names, or data/<name>/<name>_... for another text <name>.txt)\n"
+                   "  -f, --force       replace shards that exist\n", argv[0], usage);
             return 0;
         } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tokenizer") == 0) {
             if (++i >= argc) fail("%s needs a value: bytes, gpt2 or a tokenizer file", argv[i - 1]);
             tok_arg = argv[i];
+        } else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) {
+            if (++i >= argc || !*argv[i]) fail("%s needs a value: the output prefix", argv[i - 1]);
+            prefix = argv[i];
+        } else if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--force") == 0) {
+            force = 1;
         } else if (argv[i][0] == '-' || src) {
-            fail("unexpected argument '%s' (usage: %s [-t bytes|gpt2|TOKENIZER] [input.txt])", argv[i], argv[0]);
+            fail("unexpected argument '%s' (usage: %s %s)", argv[i], argv[0], usage);
         } else {
             src = argv[i];
         }
@@ -117,8 +169,10 @@ int main(int argc, char** argv) {
     size_t n;
     unsigned char* text = read_text(src, &n);
     if (!src || !*src) src = DOWNLOADED;
+    char default_out[PATH_CAP];
     if (strcmp(tok_arg, "bytes") == 0) {
-        prepare_bytes(src, text, n);
+        default_prefix(default_out, src, n, "");
+        prepare_bytes(src, text, n, prefix ? prefix : default_out, force);
         free(text);
         return 0;
     }
@@ -137,6 +191,9 @@ int main(int argc, char** argv) {
     char name[64];
     if (gpt2) snprintf(name, sizeof(name), "gpt2");
     else snprintf(name, sizeof(name), "bpe%d", t.vocab_size);
+    char val_path[PATH_CAP], train_path[PATH_CAP];
+    default_prefix(default_out, src, n, name);
+    output_paths(val_path, train_path, prefix ? prefix : default_out, force);
 
     double t0 = now_s();
     uint16_t* tokens;
@@ -147,11 +204,9 @@ int main(int argc, char** argv) {
     if (gpt2 && n == TINY_SHAKESPEARE_BYTES && m - n_val != LLMC_GPT2_TRAIN)
         fail("GPT-2 tokens of Tiny Shakespeare: %zu training tokens, llm.c has %d: the encoder is wrong", m - n_val,
              LLMC_GPT2_TRAIN);
-    char val_path[PATH_CAP], train_path[PATH_CAP];
-    snprintf(val_path, sizeof(val_path), DIR "/tiny_shakespeare_%s_val.bin", name);
-    snprintf(train_path, sizeof(train_path), DIR "/tiny_shakespeare_%s_train.bin", name);
-    shard_write(val_path, tokens, n_val);
-    shard_write(train_path, tokens + n_val, m - n_val);
+    uint32_t fp = tokenizer_fingerprint(&t);
+    shard_write(val_path, tokens, n_val, fp);
+    shard_write(train_path, tokens + n_val, m - n_val, fp);
     printf("%s: %zu bytes -> %zu tokens (%.2f bytes/token, encoded in %.3f s) with %s\n", src, n, m, (double)n / m,
            seconds, tok_path);
     printf("%zu val tokens -> %s\n%zu train tokens -> %s%s\n", n_val, val_path, m - n_val, train_path,

@@ -249,6 +249,7 @@ static void download(const char* name) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
     if (argc > 3 || (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))) {
         printf("usage: %s [DIR [OUT]]   DIR has encoder.json and vocab.bpe (default $GPT2_DIR, else download to "
                DOWNLOAD_DIR "/); OUT default data/tokenizer_gpt2.bin\n", argv[0]);

@@ -222,6 +222,7 @@ static int word_has_pair(const Word* w, int left, int right) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); // a log redirected to a file keeps stdout and stderr in order
     const char *input = "", *output = "";
     int vocab = 2048;
     Flag flags[] = {

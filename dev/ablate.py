@@ -119,7 +119,7 @@ def command(grid, task, pattern, lr, data, out, steps=None):
     return (["./train_gla", "-i", train, "-j", val, "-z", tok, "-o", out, "-d", str(d), "-L", str(grid["L"]),
              "-p", pattern, "--mlp-hidden", str(grid["mlp"]), "-b", str(grid["B"]), "-T", str(task["T"]),
              "-n", str(steps), "-u", str(max(1, steps // 10)), "-l", f"{lr:g}", "-v", "0", "-s", "0", "-G", "0",
-             "-m", str(val_batches), "-k", "0", "--keep", "1"] + mixer_flags(d))
+             "-m", str(val_batches), "-k", "0", "--keep", "1", "--overwrite", "1"] + mixer_flags(d))
 
 
 def parse_log(text, T):

@@ -16,7 +16,7 @@ TINYSHAKESPEARE=../shared/data/tinyshakespeare.txt).
 
 What is compared, like with like, for T = 128, 256, 512, 1024 at B*T = 4096 tokens per step
 (B = 32, 16, 8, 4), on the same number of threads:
-  C      OMP_NUM_THREADS=2 ./train_gla -b B -T T -n STEPS -u 1 -v 0 -s 0 -G 0 -k 0 -m 1 -o /tmp/bench_out
+  C      OMP_NUM_THREADS=2 ./train_gla -b B -T T -n STEPS -u 1 -v 0 -s 0 -G 0 -k 0 -m 1 -o /tmp/bench_out --overwrite 1
          (the train_gla defaults: vocab 256, d 128, layers gla,gla,gla,attn, tied embeddings, SwiGLU
          512, GLA 2 heads Dk 64 Dv 128 gate rank 16 normaliser 16, attention 4 heads + RoPE, GLA
          chunk 16 (train_gla's default; each side runs its own fastest chunk length), AdamW lr 3e-3 betas (0.9, 0.95) wd 0.1 on matrices, clip 1.0). ms/step is the
@@ -545,7 +545,7 @@ def run_c(args, B, T, steps):
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(args.threads)
     cmd = ["./train_gla", "-b", str(B), "-T", str(T), "-n", str(steps), "-u", "1", "-v", "0", "-s", "0",
-           "-G", "0", "-k", "0", "-m", "1", "-o", "/tmp/bench_out"]
+           "-G", "0", "-k", "0", "-m", "1", "-o", "/tmp/bench_out", "--overwrite", "1"]
     rc, out, err, rss = run_with_rusage(cmd, env, timeout=900)
     if rc != 0:
         sys.exit(f"{' '.join(cmd)} failed (exit {rc}):\n{out[-3000:]}\n{err[-3000:]}")

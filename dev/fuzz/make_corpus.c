@@ -84,12 +84,12 @@ int main(int argc, char** argv) {
     uint16_t tokens[64];
     for (int i = 0; i < 64; i++) tokens[i] = (uint16_t)("to be or not to be, that is the question. "[i % 42]);
     corpus_path(path, dir, "shard", "text.bin");
-    shard_write(path, tokens, 64);
+    shard_write(path, tokens, 64, 0);
     corpus_path(path, dir, "shard", "empty.bin");
-    shard_write(path, tokens, 0);
+    shard_write(path, tokens, 0, 0);
     tokens[5] = 50256; // GPT-2's EOT: inside its vocabulary, outside the byte one
     corpus_path(path, dir, "shard", "gpt2_eot.bin");
-    shard_write(path, tokens, 64);
+    shard_write(path, tokens, 64, 0);
     write_cut(dir, "shard", "text.bin", "cut.bin", HEADER_BYTES + 63);
     uint16_t targets[64]; // an MQAR-like target file: 4 examples of 16, every 4th position scored
     for (int i = 0; i < 64; i++) targets[i] = i % 4 == 0 ? (uint16_t)(32 + i % 32) : TARGET_IGNORED;
