@@ -114,12 +114,14 @@ dev/fuzz/make_corpus: dev/fuzz/make_corpus.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 # ----------------------------------------------------------------------------
-# CUDA, only where nvcc is found. train_gla_cu: the trainer on the GPU (train_gla.cu, which #includes
-# parts/*.cuh); test_gla_cu: its tests, with train_gla.c compiled beside it as the CPU twin (OpenMP
+# CUDA, only where nvcc is found. train_gla_cu: the trainer on the GPU (train_gla.cu); test_gla_cu:
+# its tests, with train_gla.c compiled beside it as the CPU twin (OpenMP
 # for the host compiler: the twin runs at realistic shapes). fp32, cuBLAS.
 CUDA_ARCH ?= sm_90
 NVCC_FLAGS ?= -O3
 NVCC_FLAGS += -std=c++17 -arch=$(CUDA_ARCH)
+# the host compiler's warnings as the C programs' (model.h's bounded snprintf names included)
+NVCC_FLAGS += -Xcompiler -Wall,-Wno-unused-parameter,-Wno-unused-function,-Wno-format-truncation
 ifneq ($(NO_OMP),1)
   NVCC_FLAGS += -Xcompiler -fopenmp
   NVCC_OMP_LIBS = -lgomp
@@ -128,21 +130,20 @@ ifeq ($(NVCC_WERROR),1)
   NVCC_FLAGS += -Werror all-warnings
 endif
 NVCC_LDLIBS = -lcublas -lm $(NVCC_OMP_LIBS)
-CUDA_PARTS = $(wildcard parts/*.cuh)
 DEV_CUDA = $(patsubst %.cu,%,$(wildcard dev/cuda/*.cu))
 
 cuda: train_gla_cu test_gla_cu
 cuda-dev: $(DEV_CUDA)
 
 ifneq ($(NVCC),)
-train_gla_cu: train_gla.cu model.h $(CUDA_PARTS)
+train_gla_cu: train_gla.cu model.h
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
 
-test_gla_cu: test_gla.cu train_gla.cu train_gla.c model.h $(CUDA_PARTS)
+test_gla_cu: test_gla.cu train_gla.cu train_gla.c model.h
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
 
-# kernel experiments: one file each, may #include the trainer's parts
-dev/cuda/%: dev/cuda/%.cu model.h $(CUDA_PARTS)
+# kernel experiments: one file each, with train_gla.cu's kernels (#define TESTING, #include it)
+dev/cuda/%: dev/cuda/%.cu train_gla.cu model.h
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
 else
 .PHONY: train_gla_cu test_gla_cu $(DEV_CUDA)

@@ -403,7 +403,7 @@ static void test_dump(const char* path) {
     printf("   worst gradient: %s %.2e\n", worst_name, worst);
 
     // 10 AdamW steps on the same batch with the dump's hyperparameters
-    gpu::TrainHyper h = {dump_float(&d, "train.lr"), dump_float(&d, "train.min_lr_frac"), dump_float(&d, "train.weight_decay"),
+    TrainHyper h = {dump_float(&d, "train.lr"), dump_float(&d, "train.min_lr_frac"), dump_float(&d, "train.weight_decay"),
                     dump_float(&d, "train.beta1"), dump_float(&d, "train.beta2"), dump_float(&d, "train.eps"),
                     dump_float(&d, "train.grad_clip"), dump_int(&d, "train.warmup_steps"), dump_int(&d, "train.total_steps")};
     int steps = h.total_steps;
@@ -415,7 +415,7 @@ static void test_dump(const char* path) {
         losses[s] = m.loss;
         norms[s] = gpu::grad_norm(&m);
         float scale = (h.grad_clip > 0 && norms[s] > h.grad_clip) ? h.grad_clip / norms[s] : 1.0f;
-        gpu::adamw_update(&m, &h, gpu::learning_rate(&h, s), s + 1, scale);
+        gpu::adamw_update(&m, &h, learning_rate(&h, s), s + 1, scale);
     }
     gpu_sync("10 AdamW steps");
     check_close("train.losses (10 AdamW steps)", dump_floats(&d, "train.losses", steps), losses, steps, 1e-4);
@@ -836,8 +836,8 @@ static void test_optimizer(void) {
     float ncpu = cpu::grad_norm(&cm), ngpu = gpu::grad_norm(&gm);
     gpu_sync("grad_norm");
     check_close("grad_norm", &ncpu, &ngpu, 1, TOL_SUM);
-    cpu::TrainHyper hc = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
-    gpu::TrainHyper hg = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
+    TrainHyper hc = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
+    TrainHyper hg = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
     cpu::adamw_update(&cm, &hc, 2e-3f, 7, 0.6f);
     gpu::adamw_update(&gm, &hg, 2e-3f, 7, 0.6f);
     gpu_sync("adamw_update");
@@ -895,8 +895,8 @@ static void test_model(const char* pattern, int n_layer, int tie) {
     // step moves every weight by lr · g/|g| whatever the size of g, so where an entry of g is within
     // rounding of 0 its sign, and so its step, may differ between two correct programs; at lr = 1e-4
     // those few entries stay far below the tolerance (the update formula itself: test_optimizer)
-    cpu::TrainHyper hc = {1e-4f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 0, 100};
-    gpu::TrainHyper hg = {1e-4f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 0, 100};
+    TrainHyper hc = {1e-4f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 0, 100};
+    TrainHyper hg = {1e-4f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 0, 100};
     cpu::adamw_update(&cm, &hc, hc.lr, 1, ncpu > 1.0f ? 1.0f / ncpu : 1.0f);
     gpu::adamw_update(&gm, &hg, hg.lr, 1, ngpu > 1.0f ? 1.0f / ngpu : 1.0f);
     snprintf(what, sizeof(what), "%s parameters after one AdamW step", label);
@@ -972,7 +972,7 @@ static void test_determinism(void) {
     int* tg = (int*)host_new(N);
     random_batch(in, tg, N, c.vocab_size);
     size_t n = gm.num_params;
-    gpu::TrainHyper h = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
+    TrainHyper h = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
     float loss[2], norm[2], *grads[2], *params[2], *moments[2];
     for (int run = 0; run < 2; run++) {
         upload(gm.params, cm.params, n);
@@ -981,7 +981,7 @@ static void test_determinism(void) {
         gpu::model_forward(&gm, in, tg, B, T);
         gpu::model_backward(&gm, in, tg);
         norm[run] = gpu::grad_norm(&gm);
-        gpu::adamw_update(&gm, &h, gpu::learning_rate(&h, 0), 1, norm[run] > 1.0f ? 1.0f / norm[run] : 1.0f);
+        gpu::adamw_update(&gm, &h, learning_rate(&h, 0), 1, norm[run] > 1.0f ? 1.0f / norm[run] : 1.0f);
         gpu_sync("a training step");
         loss[run] = gm.loss;
         grads[run] = fetch(gm.grads, n);
@@ -1012,18 +1012,18 @@ static void test_checkpoint_to_cpu(void) {
     int* in = (int*)host_new(N);
     int* tg = (int*)host_new(N);
     random_batch(in, tg, N, c.vocab_size);
-    gpu::TrainHyper hg = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
-    cpu::TrainHyper hc = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
+    TrainHyper hg = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
+    TrainHyper hc = {3e-3f, 0.1f, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f, 5, 100};
     // one GPU step, so that the moments are not zero
     gpu::model_forward(&gm, in, tg, B, T);
     gpu::model_backward(&gm, in, tg);
     float norm = gpu::grad_norm(&gm);
-    gpu::adamw_update(&gm, &hg, gpu::learning_rate(&hg, 0), 1, norm > 1.0f ? 1.0f / norm : 1.0f);
+    gpu::adamw_update(&gm, &hg, learning_rate(&hg, 0), 1, norm > 1.0f ? 1.0f / norm : 1.0f);
     gpu_sync("a GPU step");
 
     char dir[] = "/tmp/test_gla_cu_XXXXXX";
     if (!mkdtemp(dir)) fail("cannot create a temporary folder: %s", strerror(errno));
-    gpu::TrainState ts;
+    TrainState ts;
     memset(&ts, 0, sizeof(ts));
     ts.step = 1;
     ts.shard = 0;
@@ -1031,7 +1031,7 @@ static void test_checkpoint_to_cpu(void) {
     ts.rng = 0x0123456789abcdefull;
     ts.B = B;
     ts.T = T;
-    gpu::save_checkpoint(dir, &gm, &ts, 0);
+    gpu::save_checkpoint(dir, &gm, &ts, 0, 0x5eed);
     gpu_sync("save_checkpoint");
 
     char path[PATH_CAP], state_path[PATH_CAP], done[PATH_CAP];
@@ -1048,9 +1048,8 @@ static void test_checkpoint_to_cpu(void) {
     cpu::Model cl;
     cpu::model_build(&cl, &c2);
     cl.chunk_size = 64;
-    checkpoint_read_params(path, &c2, cl.params, cl.num_params);
-    cpu::TrainState cs;
-    cpu::state_read(state_path, &cl, &cs);
+    TrainState cs;
+    cpu::load_checkpoint(dir, 1, &cl, &cs);
     size_t n = cl.num_params;
     float *gp = fetch(gm.params, n), *gmom = fetch(gm.adam_m, n), *gv = fetch(gm.adam_v, n);
     check(memcmp(cl.params, gp, n * 4) == 0, "GPU checkpoint -> CPU: parameters bit-identical (%zu)", n);
@@ -1063,11 +1062,11 @@ static void test_checkpoint_to_cpu(void) {
     cpu::model_forward(&cl, in, tg, B, T);
     cpu::model_backward(&cl, in, tg);
     float ncpu = cpu::grad_norm(&cl);
-    cpu::adamw_update(&cl, &hc, cpu::learning_rate(&hc, cs.step), cs.step + 1, ncpu > 1.0f ? 1.0f / ncpu : 1.0f);
+    cpu::adamw_update(&cl, &hc, learning_rate(&hc, cs.step), cs.step + 1, ncpu > 1.0f ? 1.0f / ncpu : 1.0f);
     gpu::model_forward(&gm, in, tg, B, T);
     gpu::model_backward(&gm, in, tg);
     float ngpu = gpu::grad_norm(&gm);
-    gpu::adamw_update(&gm, &hg, gpu::learning_rate(&hg, ts.step), ts.step + 1, ngpu > 1.0f ? 1.0f / ngpu : 1.0f);
+    gpu::adamw_update(&gm, &hg, learning_rate(&hg, ts.step), ts.step + 1, ngpu > 1.0f ? 1.0f / ngpu : 1.0f);
     gpu_sync("the step after the checkpoint");
     check_close("resumed on the CPU: step 2 loss == the GPU's", &cl.loss, &gm.loss, 1, TOL_SUM);
     check_close("resumed on the CPU: parameters after step 2 == the GPU's", cl.params, fetch(gm.params, n), n, TOL_GRAD);

@@ -1,32 +1,13 @@
 /*
- * The delta-rule chunk forward (parts/delta.cuh, delta_chunk_forward) against a CPU reference, in the
+ * The delta-rule chunk forward (train_gla.cu, delta_chunk_forward) against a CPU reference, in the
  * style of llm.c's dev/cuda: random q, k (L2-normalised), v, β, g at T = 512 for several chunk
  * lengths, DeltaNet (no gate) and Gated DeltaNet; prints the error of o and of the kept chunk states,
  * then times the forward and the backward at a training shape.
  *     nvcc -arch=sm_90 -O3 dev/cuda/delta_chunk.cu -o delta_chunk && ./delta_chunk
  */
-#include "../../model.h"
-#include <cuda_runtime.h>
-
-// the plumbing at the top of train_gla.cu, which the part expects
-static void cuda_check_at(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) fail("CUDA error at %s:%d (%s): %s", file, line, what, cudaGetErrorString(err));
-}
-#define cuda_check(call) cuda_check_at((call), #call, __FILE__, __LINE__)
-static inline int ceil_div(size_t a, int b) { return (int)((a + b - 1) / b); }
-enum { SCRATCH_DELTA0, SCRATCH_DELTA1, SCRATCH_DELTA2, NUM_SCRATCH };
-static float* scratch_mem[NUM_SCRATCH];
-static size_t scratch_cap[NUM_SCRATCH];
-static float* device_scratch(int slot, size_t floats) {
-    if (floats > scratch_cap[slot]) {
-        if (scratch_mem[slot]) cuda_check(cudaFree(scratch_mem[slot]));
-        cuda_check(cudaMalloc((void**)&scratch_mem[slot], floats * sizeof(float)));
-        scratch_cap[slot] = floats;
-    }
-    return scratch_mem[slot];
-}
-
-#include "../../parts/delta.cuh"
+// the kernels under test are train_gla.cu's own
+#define TESTING
+#include "../../train_gla.cu"
 
 // CPU reference, the recurrent form in plain loops (LAYERS.md §6.2): o (B,T,H,V) and the state
 // entering each chunk, states (B,H,NC,K,V). g may be NULL.

@@ -1,33 +1,14 @@
 /*
- * The GLA chunk forward (parts/gla.cuh, gla_chunk_forward) against a CPU reference, in the style of
+ * The GLA chunk forward (train_gla.cu, gla_chunk_forward) against a CPU reference, in the style of
  * llm.c's dev/cuda: random q, k, v and log-gates a at T = 512, d = 256 for several chunk lengths (a
  * partial last chunk included), GLA's head shape and a single wide head (HGRN2-like); prints the error
  * of o and of the kept chunk states and checks that a second run gives the same bits, then times the
  * forward and the backward at training shapes (T = 2048, d = 512).
  *     nvcc -arch=sm_90 -O3 dev/cuda/gla_chunk.cu -o gla_chunk -lcublas && ./gla_chunk
  */
-#include "../../model.h"
-#include <cuda_runtime.h>
-
-// the plumbing at the top of train_gla.cu, which the part expects
-static void cuda_check_at(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) fail("CUDA error at %s:%d (%s): %s", file, line, what, cudaGetErrorString(err));
-}
-#define cuda_check(call) cuda_check_at((call), #call, __FILE__, __LINE__)
-static inline int ceil_div(size_t a, int b) { return (int)((a + b - 1) / b); }
-enum { SCRATCH_GLA0, SCRATCH_GLA1, SCRATCH_GLA2, NUM_SCRATCH };
-static float* scratch_mem[NUM_SCRATCH];
-static size_t scratch_cap[NUM_SCRATCH];
-static float* device_scratch(int slot, size_t floats) {
-    if (floats > scratch_cap[slot]) {
-        if (scratch_mem[slot]) cuda_check(cudaFree(scratch_mem[slot]));
-        cuda_check(cudaMalloc((void**)&scratch_mem[slot], floats * sizeof(float)));
-        scratch_cap[slot] = floats;
-    }
-    return scratch_mem[slot];
-}
-
-#include "../../parts/gla.cuh"
+// the kernels under test are train_gla.cu's own
+#define TESTING
+#include "../../train_gla.cu"
 
 // CPU reference, the recurrent form in plain loops (LAYERS.md §2.2), in double:
 //     S_t = diag(e^{a_t}) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ (scale q_t)
