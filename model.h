@@ -12,7 +12,9 @@
  *   optimizer-state file .............. AdamW moments, step, data position, RNG (host copies)
  *   checkpoint directories ............ one run per directory: markers, run ids, lock, pruning, cleanup
  *   the training run .................. the trainers' flags, config from flags, checks before step 0,
- *                                       SIGINT / SIGTERM
+ *                                       SIGINT / SIGTERM, sampling
+ *   using a trained model ............. the generate / eval / logits commands' flags and inputs
+ *   reference dumps ................... what dev/reference.py writes, read by the test programs
  *
  * All files are little-endian and start with a header of 256 int32.
  */
@@ -237,6 +239,10 @@ typedef struct {
     int conv_size;            // ShortConvolution kernel W_c of DeltaNet / GDN (4)
     int use_lower_bound;      // 1: HGRN / HGRN2 forget gates get the model-level lower bounds
 } Config;
+
+// HGRN2's output norm (over all of d) uses eps 1e-5, not norm_eps: fla computes it with its fused
+// rms_norm_linear, whose default that is (LAYERS.md §3, §11.8)
+#define HGRN2_NORM_EPS 1e-5f
 
 // HGRN and HGRN2 read the model-level lower bounds (layers > 0)
 static int mixer_uses_lower_bound(int id) { return id == MIXER_HGRN || id == MIXER_HGRN2; }
@@ -1681,6 +1687,18 @@ static void loader_next_batch(DataLoader* d) {
     d->pos += span;
 }
 
+// Full batches in all the loader's shards: what one pass over the whole data reads.
+static long loader_total_batches(const DataLoader* d) {
+    long total = 0;
+    for (size_t i = 0; i < d->files.gl_pathc; i++) {
+        struct stat st;
+        if (stat(d->files.gl_pathv[i], &st) != 0) fail("cannot read '%s': %s", d->files.gl_pathv[i], strerror(errno));
+        size_t n = st.st_size > HEADER_BYTES ? (size_t)(st.st_size - HEADER_BYTES) / 2 : 0;
+        if (n >= loader_span(d)) total += (long)((n - !d->has_targets) / ((size_t)d->B * d->T));
+    }
+    return total;
+}
+
 static void loader_free(DataLoader* d) {
     globfree(&d->files);
     free(d->tokens);
@@ -2250,14 +2268,44 @@ static int argmax(const float* x, int n) {
     return best;
 }
 
-// Samples from softmax(logits / temperature) (V); temperature 0 = argmax.
-static int sample_token(const float* logits, int V, float temperature, uint64_t* rng) {
+// Restores the min-heap h[0..n) below position i.
+static void min_heap_sift_down(float* h, int n, int i) {
+    for (int c; (c = 2 * i + 1) < n; i = c) {
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[i] <= h[c]) break;
+        float t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+    }
+}
+
+// The k-th largest of x[0..n) (1 <= k <= n): a min-heap of the k largest seen so far, O(n log k).
+static float kth_largest(const float* x, int n, int k) {
+    float* heap = (float*)malloc_check((size_t)k * sizeof(float));
+    memcpy(heap, x, (size_t)k * sizeof(float));
+    for (int i = k / 2 - 1; i >= 0; i--) min_heap_sift_down(heap, k, i);
+    for (int i = k; i < n; i++)
+        if (x[i] > heap[0]) {
+            heap[0] = x[i];
+            min_heap_sift_down(heap, k, 0);
+        }
+    float kth = heap[0];
+    free(heap);
+    return kth;
+}
+
+// Samples from softmax(logits / temperature) (V) restricted to the top_k largest logits (0: all;
+// ties at the k-th value all stay); temperature 0 = argmax.
+static int sample_token(const float* logits, int V, float temperature, int top_k, uint64_t* rng) {
     int best = argmax(logits, V);
     if (temperature <= 0.0f) return best;
+    float floor_logit = top_k > 0 && top_k < V ? kth_largest(logits, V, top_k) : -INFINITY;
     double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
+    for (int i = 0; i < V; i++)
+        if (logits[i] >= floor_logit) sum += exp((logits[i] - logits[best]) / temperature);
     double r = random_f32(rng) * sum, acc = 0.0;
     for (int i = 0; i < V; i++) {
+        if (logits[i] < floor_logit) continue;
         acc += exp((logits[i] - logits[best]) / temperature);
         if (acc > r) return i;
     }
@@ -2290,6 +2338,109 @@ static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// ----------------------------------------------------------------------------
+// using a trained model: the trainers' commands besides training (`train_gla COMMAND ...`)
+//   generate  -c CKPT [--prompt TEXT | --prompt -]   the prompt's continuation, streamed, and tokens/s
+//   eval      -c CKPT -j SHARDS                       loss, bits per byte, perplexity, recall, over whole shards
+//   logits    -c CKPT --ids "1 2 3" -o FILE           one sequence's logits (T, V) as raw float32
+// CKPT is a checkpoint directory (its latest complete checkpoint) or a model file.
+
+typedef struct {
+    const char *command, *ckpt, *tok_path, *prompt, *data_glob, *ids, *out;
+    int gen_tokens, top_k, seed, B, T, batches, chunk;
+    float temperature;
+    Flag flags[24];
+    int n_flags;
+} ToolFlags;
+
+static void tool_flags_parse(ToolFlags* t, int argc, char** argv) {
+    memset(t, 0, sizeof(*t));
+    t->command = argv[0];
+    t->ckpt = ""; t->tok_path = "data/tokenizer_bytes.bin"; t->prompt = "\n"; t->out = "";
+    t->data_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin"; t->ids = "";
+    t->gen_tokens = 256; t->seed = 1337; t->B = 8; t->T = 128; t->chunk = 16; t->temperature = 0.8f;
+    Flag table[] = {
+        {"ckpt", 'c', FLAG_STRING, &t->ckpt, 0, 0, "checkpoint directory (its latest checkpoint) or model file"},
+        {"tokenizer", 'z', FLAG_STRING, &t->tok_path, 0, 0, "tokenizer file"},
+        {"prompt", 0, FLAG_STRING, &t->prompt, 0, 0, "generate: the text to continue ('-': read standard input)"},
+        {"gen-tokens", 'G', FLAG_INT, &t->gen_tokens, 0, 100000000, "generate: tokens to sample"},
+        {"temperature", 0, FLAG_FLOAT, &t->temperature, 0, 100, "generate: sampling temperature (0: greedy)"},
+        {"top-k", 0, FLAG_INT, &t->top_k, 0, 100000000, "generate: sample among the k most likely tokens (0: all)"},
+        {"seed", 0, FLAG_INT, &t->seed, 0, 2147483647, "generate: the training run's --seed reproduces its samples"},
+        {"data", 'j', FLAG_STRING, &t->data_glob, 0, 0, "eval: shards (glob; target files beside them are used)"},
+        {"batch", 'b', FLAG_INT, &t->B, 1, 4096, "eval: batch size"},
+        {"seq-len", 'T', FLAG_INT, &t->T, 2, 65536, "eval: sequence length (MQAR: the example length)"},
+        {"batches", 'm', FLAG_INT, &t->batches, 0, 100000000, "eval: the first N batches only (0: all)"},
+        {"chunk", 0, FLAG_INT, &t->chunk, 1, 1024, "eval, logits: chunk length of the linear mixers"},
+        {"ids", 0, FLAG_STRING, &t->ids, 0, 0, "logits: the token ids, separated by spaces"},
+        {"out", 'o', FLAG_STRING, &t->out, 0, 0, "logits: the output file"},
+    };
+    t->n_flags = (int)(sizeof(table) / sizeof(table[0]));
+    memcpy(t->flags, table, sizeof(table));
+    char summary[256];
+    snprintf(summary, sizeof(summary), "%s: uses a trained model (commands: generate, eval, logits; without one: train).",
+             argv[0]);
+    parse_flags(argc, argv, t->flags, t->n_flags, summary);
+    if (!*t->ckpt) usage_error(argv[0], "-c CKPT is needed: a checkpoint directory or a model file");
+    if (!strcmp(t->command, "logits") && (!*t->ids || !*t->out)) usage_error(argv[0], "logits needs --ids and -o");
+}
+
+// The model file of CKPT: a directory's latest complete checkpoint, or the file itself; *step is
+// its step (0 when the name has none).
+static void resolve_checkpoint(const char* ckpt, char path[PATH_CAP], int* step) {
+    struct stat st;
+    if (stat(ckpt, &st) != 0) fail("cannot open '%s': %s", ckpt, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        *step = latest_checkpoint(ckpt);
+        if (*step < 0) fail("'%s' holds no complete checkpoint (no DONE_* marker)", ckpt);
+        ckpt_path(path, PATH_CAP, ckpt, "model", *step);
+    } else {
+        if (snprintf(path, PATH_CAP, "%s", ckpt) >= PATH_CAP) fail("path too long: '%s'", ckpt);
+        *step = ckpt_file_step(path, "model");
+        if (*step < 0) *step = 0;
+    }
+}
+
+// The prompt: the text itself, or standard input for "-" (malloc'd either way).
+static char* read_prompt(const char* prompt) {
+    if (strcmp(prompt, "-") != 0) {
+        char* copy = (char*)malloc_check(strlen(prompt) + 1);
+        strcpy(copy, prompt);
+        return copy;
+    }
+    size_t cap = 4096, len = 0;
+    char* text = (char*)malloc_check(cap);
+    for (size_t got; (got = fread(text + len, 1, cap - 1 - len, stdin)) > 0;) {
+        len += got;
+        if (len + 1 == cap) {
+            text = (char*)realloc(text, cap *= 2);
+            if (!text) fail("out of memory reading the prompt from standard input");
+        }
+    }
+    text[len] = 0;
+    return text;
+}
+
+// "1 2 3" -> ids (malloc'd); returns the count. Every id must be below V.
+static int parse_ids(const char* text, int V, int** ids) {
+    int n = 0, cap = 64;
+    *ids = (int*)malloc_check(cap * sizeof(int));
+    for (const char* p = text; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') p++;
+        if (!*p) break;
+        char* end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (end == p || errno || id < 0 || id >= V) fail("--ids: '%.20s' is not a token id below %d", p, V);
+        if (n == cap) *ids = (int*)realloc(*ids, (cap *= 2) * sizeof(int));
+        if (!*ids) fail("out of memory reading --ids");
+        (*ids)[n++] = (int)id;
+        p = end;
+    }
+    if (n == 0) fail("--ids holds no token id");
+    return n;
 }
 
 // ----------------------------------------------------------------------------

@@ -2301,9 +2301,9 @@ void hgrn2_project_forward(LayerActs* A, float* const* W, const Config* c, const
     cuda_check(cudaGetLastError());
 }
 
-// out (N,d) = W_o · RMSNorm_d(o) for N rows
+// out (N,d) = W_o · RMSNorm_d(o) for N rows (eps 1e-5: HGRN2_NORM_EPS)
 void hgrn2_output_forward(float* out, LayerActs* A, float* const* W, const Config* c, int N) {
-    rmsnorm_forward(A->o_gated, A->o_rstd, A->o, W[W_HGRN2_G_NORM], N, c->d_model, c->norm_eps);
+    rmsnorm_forward(A->o_gated, A->o_rstd, A->o, W[W_HGRN2_G_NORM], N, c->d_model, HGRN2_NORM_EPS);
     matmul_forward(out, A->o_gated, W[W_HGRN2_O], NULL, N, c->d_model, c->d_model);
 }
 
@@ -3379,6 +3379,14 @@ void save_checkpoint(const char* dir, const Model* m, const TrainState* s, int k
     ckpt_prune(dir, keep, run_id);
 }
 
+// Reads the parameters of the model file at path into m (built with the file's config).
+void load_model_params(Model* m, const char* path) {
+    float* host = (float*)malloc_check(m->num_params * sizeof(float));
+    checkpoint_read_params(path, &m->config, host, m->num_params);
+    cuda_check(cudaMemcpy(m->params, host, m->num_params * sizeof(float), cudaMemcpyHostToDevice));
+    free(host);
+}
+
 // Reads the checkpoint of `step` in dir into m (built with the checkpoint's config) and *s.
 void load_checkpoint(const char* dir, int step, Model* m, TrainState* s) {
     char path[PATH_CAP];
@@ -3473,8 +3481,10 @@ EvalResult evaluate(Model* m, DataLoader* val, int batches, const Tokenizer* tok
     return r;
 }
 
-// Prints the prompt and `n_tokens` sampled continuation tokens (stops early at EOT).
-void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, float temperature, uint64_t* rng) {
+// Prints the prompt and up to `n_tokens` sampled continuation tokens, each as soon as it is drawn
+// (stops early at EOT; top_k 0: sample from all tokens). Returns how many were sampled.
+int generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, float temperature, int top_k,
+             uint64_t* rng) {
     int* ids = NULL;
     int plen = tokenizer_encode(tok, prompt, &ids);
     if (plen == 0) { // an empty prompt starts from EOT where there is one, else from byte/token 0
@@ -3491,16 +3501,18 @@ void generate(Model* m, const Tokenizer* tok, const char* prompt, int n_tokens, 
         decode_step(m, &s, ids[pos], pos);
         if (ids[pos] != tok->eot_id) tokenizer_print(tok, ids[pos], stdout);
     }
-    for (int i = 0; i < n_tokens; i++, pos++) {
-        int next = sample_token(s.logits_host, m->config.vocab_size, temperature, rng);
+    int sampled = 0;
+    for (; sampled < n_tokens; sampled++, pos++) {
+        int next = sample_token(s.logits_host, m->config.vocab_size, temperature, top_k, rng);
         if (next == tok->eot_id) break;
         tokenizer_print(tok, next, stdout);
+        fflush(stdout);
         decode_step(m, &s, next, pos);
     }
     printf("\n---\n");
-    fflush(stdout);
     decode_free(&s, &m->config);
     free(ids);
+    return sampled;
 }
 
 // Seconds per generated token, timed over a few decode steps (what --max-time reserves for the
@@ -3552,9 +3564,79 @@ static double peak_flops(int device) {
     return (double)sms * lanes * 2.0 * khz * 1e3;
 }
 
+// A host copy of the logits of the last forward pass, (N, V) for N = B*T rows (malloc'd).
+float* logits_to_host(const Model* m, int N) {
+    size_t n = (size_t)N * m->config.vocab_size;
+    float* host = (float*)malloc_check(n * sizeof(float));
+    cuda_check(cudaMemcpy(host, m->logits, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return host;
+}
+
+// The commands that use a trained model without training it (model.h: ToolFlags): generate, eval,
+// logits. The model is read from a checkpoint of either program.
+int tool_main(int argc, char** argv) {
+    ToolFlags tf;
+    tool_flags_parse(&tf, argc, argv);
+    Tokenizer tok;
+    tokenizer_load(&tok, tf.tok_path);
+    char path[PATH_CAP];
+    int step;
+    resolve_checkpoint(tf.ckpt, path, &step);
+    Config cfg;
+    checkpoint_read_config(path, &cfg);
+    if (cfg.vocab_size != tok.vocab_size)
+        fail("the model's vocabulary (%d) differs from the tokenizer's '%s' (%d): give its tokenizer with -z",
+             cfg.vocab_size, tf.tok_path, tok.vocab_size);
+    Model model;
+    model_build(&model, &cfg);
+    model.chunk_size = tf.chunk;
+    load_model_params(&model, path);
+    if (!strcmp(tf.command, "generate")) {
+        // the training run's sampler stream at this step: `--seed` of that run reproduces its sample
+        uint64_t rng = ((uint64_t)tf.seed * 0x9E3779B97F4A7C15ull + 1) ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
+        char* prompt = read_prompt(tf.prompt);
+        double t0 = now_seconds();
+        int n = generate(&model, &tok, prompt, tf.gen_tokens, tf.temperature, tf.top_k, &rng);
+        double dt = now_seconds() - t0;
+        fprintf(stderr, "%d tokens in %.2f s (%.1f tokens/s, the prompt's included in the time) from '%s'\n", n, dt,
+                n / dt, path);
+        free(prompt);
+    } else if (!strcmp(tf.command, "eval")) {
+        DataLoader data;
+        loader_init(&data, tf.data_glob, tf.B, tf.T, cfg.vocab_size, tokenizer_fingerprint(&tok));
+        long total = loader_total_batches(&data), batches = tf.batches && tf.batches < total ? tf.batches : total;
+        double t0 = now_seconds();
+        EvalResult e = evaluate(&model, &data, (int)batches, &tok);
+        double dt = now_seconds() - t0;
+        printf("eval of '%s' on '%s': %ld batches of %dx%d (%ld tokens)%s in %.1f s\n", path, tf.data_glob, batches, tf.B,
+               tf.T, batches * tf.B * tf.T, batches < total ? "" : ", all of the data", dt);
+        printf("loss %.4f nats/token | perplexity %.3f", e.loss, exp(e.loss));
+        if (data.has_targets) printf(" | recall %.4f (%ld scored)\n", e.accuracy, e.scored);
+        else printf(" | %.4f bits/byte\n", e.bits_per_byte);
+        loader_free(&data);
+    } else {
+        int* ids;
+        int T = parse_ids(tf.ids, cfg.vocab_size, &ids);
+        model_forward(&model, ids, NULL, 1, T);
+        float* logits = logits_to_host(&model, T);
+        char tmp[PATH_CAP];
+        FILE* f = atomic_open(tf.out, tmp);
+        fwrite_check(logits, sizeof(float), (size_t)T * cfg.vocab_size, f, tmp);
+        atomic_commit(f, tmp, tf.out);
+        printf("logits of %d tokens (%d x %d float32) -> %s\n", T, T, cfg.vocab_size, tf.out);
+        free(logits);
+        free(ids);
+    }
+    tokenizer_free(&tok);
+    model_free(&model);
+    return 0;
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); // logs redirected to a file keep their order with stderr
+    if (argc > 1 && (!strcmp(argv[1], "generate") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "logits")))
+        return tool_main(argc - 1, argv + 1);
     double t_start = now_seconds();
     RunFlags rf;
     run_flags_parse(&rf, argc, argv, "Trains a GLA / softmax-attention hybrid language model on an NVIDIA GPU.");
@@ -3675,7 +3757,7 @@ int main(int argc, char** argv) {
         if ((rf.sample_every && step % rf.sample_every == 0 && step > 0) || last) {
             double t0 = now_seconds();
             uint64_t srng = ts.rng ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
-            generate(&model, &tok, rf.prompt, rf.gen_tokens, rf.temperature, &srng);
+            generate(&model, &tok, rf.prompt, rf.gen_tokens, rf.temperature, 0, &srng);
             sample_time = now_seconds() - t0;
         }
         int minutes_up = rf.ckpt_minutes > 0 && now_seconds() - last_save > 60.0 * rf.ckpt_minutes;

@@ -393,6 +393,9 @@ def hgrn_mixer_forward(cfg, p, x, check=False, lower_bound=None):
     return linear(rms_norm(h, p["g_norm"], cfg.norm_eps) * F.silu(g), p["o_proj"])
 
 
+HGRN2_NORM_EPS = 1e-5  # §3, §11.8: HGRN2's output norm (fla's fused rms_norm_linear default)
+
+
 def hgrn2_param_specs(cfg):
     d = cfg.d_model  # forget dim F = H * E = d (E = d/H)
     return [
@@ -407,7 +410,7 @@ def hgrn2_param_specs(cfg):
 def hgrn2_mixer_forward(cfg, p, x, check=False, lower_bound=None):
     """§3.  x (B,T,d) -> (B,T,d).  H heads, key/forget head dim E = d/H, value head dim V = d/H.
     q = silu(W_q x), a = bounded log-forget of W_f x, k = 1 - exp(a) (B,T,H,E); v = W_i x (B,T,H,V);
-    o = GLA recurrence (scale E^-0.5); y = W_o RMSNorm_d(concat_h o_h) (norm over all of d)."""
+    o = GLA recurrence (scale E^-0.5); y = W_o RMSNorm_d(concat_h o_h) (norm over all of d, eps 1e-5)."""
     B, T, d = x.shape
     H = cfg.hgrn2_heads
     E, V = d // H, d // H
@@ -419,7 +422,8 @@ def hgrn2_mixer_forward(cfg, p, x, check=False, lower_bound=None):
     o = gla_recurrent(q, k, v, log_gate, scale)  # (B,T,H,V)
     if check:
         check_gla_closed_form(q, k, v, log_gate, scale, o, what="HGRN2")
-    return linear(rms_norm(o.reshape(B, T, d), p["g_norm"], cfg.norm_eps), p["o_proj"])
+    # eps 1e-5, not norm_eps: fla computes this norm with its fused rms_norm_linear, whose default it is
+    return linear(rms_norm(o.reshape(B, T, d), p["g_norm"], HGRN2_NORM_EPS), p["o_proj"])
 
 
 # ----------------------------------------------------------------------------------------------
