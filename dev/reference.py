@@ -1078,9 +1078,11 @@ DUMPS = [
 # tests with chunk 16, so T = 20 crosses a chunk boundary into a partial last chunk), plus all seven
 # mixers in one 7-layer model. Seeds chosen as above, among 15-75 per dump, with `--fp32-check` and
 # three noise draws: every X_pure/X_hybrid dump stays within ~1e-5 (worst train.final record, float32
-# and noise runs). all_mixers.bin could not be brought there (best of 135 seeds, this one: float32
-# 3.9e-5, noise runs 3e-5..3.5e-4): its 7 layers and large initial gradient norm (~25, so clipping
-# puts more elements near Adam's eps) make the 10-step trajectory ~10x more sensitive.
+# and noise runs). all_mixers.bin could not be brought there (best of 135 seeds; re-picked among 60
+# more when HGRN2's output norm moved to eps 1e-5, which sent the old seed's float32 run to 1.4e-3:
+# this one gives float32 2.4e-5, noise runs 2.3e-5..4.1e-5): its 7 layers and large initial gradient
+# norm (~25, so clipping puts more elements near Adam's eps) make the 10-step trajectory ~10x more
+# sensitive.
 NEW_MIXER_SEEDS = {
     # mixer: (seed of X_pure.bin, seed of X_hybrid.bin)
     "hgrn": (201, 211),
@@ -1095,7 +1097,7 @@ for _name, (_pure_seed, _hybrid_seed) in NEW_MIXER_SEEDS.items():
     DUMPS.append((f"{_name}_hybrid.bin", _hybrid_seed,
                   Config(pattern=(_name, _name, _name, "attn"), tie_embeddings=True, batch=2,
                          seq_len=20)))
-DUMPS.append(("all_mixers.bin", 496,
+DUMPS.append(("all_mixers.bin", 501,
               Config(pattern=("gla", "hgrn", "retnet", "attn", "hgrn2", "deltanet",
                               "gated_deltanet"), tie_embeddings=False, batch=2, seq_len=20)))
 
