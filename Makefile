@@ -33,8 +33,8 @@ NVCC := $(shell command -v nvcc 2>/dev/null)
 DATA = data/tinyshakespeare/tiny_shakespeare_train.bin
 TOKENIZER = data/tokenizer_bytes.bin
 DATA_TOOLS = data/prepare data/tokenizer_gpt2 data/train_bpe data/tokenize data/mqar
-# the text for make data-bpe: $(TINYSHAKESPEARE), else the copy data/prepare downloads
-TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare/input.txt)
+# the text for make data-bpe: $(TINYSHAKESPEARE), else the committed copy
+TEXT = $(or $(TINYSHAKESPEARE),data/tinyshakespeare.txt)
 BPE_VOCAB ?= 2048
 
 .PHONY: all train test test-sanitize fuzz data data-gpt2 data-bpe clean cuda cuda-dev

@@ -2209,7 +2209,7 @@ static int run_dir_open(const RunFlags* r, const char* prog) {
     return -1;
 }
 
-// --overwrite 1: deletes the previous run's checkpoints (called once every check has passed).
+// --overwrite 1: deletes the previous run's checkpoints and log (called once every check has passed).
 static void run_dir_start_over(const char* dir) {
     int* steps;
     int n = ckpt_list(dir, "DONE", &steps);
@@ -2220,7 +2220,10 @@ static void run_dir_start_over(const char* dir) {
             ckpt_path(path, sizeof(path), dir, kinds[k], steps[i]);
             remove(path);
         }
-    if (n) printf("--overwrite 1: deleted the %d checkpoint%s of the previous run in '%s'\n", n, n > 1 ? "s" : "", dir);
+    snprintf(path, sizeof(path), "%s/log.jsonl", dir);
+    remove(path);
+    if (n) printf("--overwrite 1: deleted the %d checkpoint%s and the log of the previous run in '%s'\n", n,
+                  n > 1 ? "s" : "", dir);
     free(steps);
 }
 
@@ -2310,6 +2313,64 @@ static int sample_token(const float* logits, int V, float temperature, int top_k
         if (acc > r) return i;
     }
     return best;
+}
+
+// ----------------------------------------------------------------------------
+// the run's log: one JSON object per line in <out>/log.jsonl, appended as the run goes, for plots
+// (dev/plot.py) and scripts. Training steps {"step", "loss", "lr", "grad_norm", "tokens_per_s",
+// "elapsed_s"}; evaluations {"step", "val_loss", "bits_per_byte" or "recall"}. A resumed run goes on
+// appending: the steps a killed run trained past its last checkpoint are trained and logged again,
+// and a step's last line is the one that counts. Opened before step 0; a write that fails later
+// (disk full) is reported once and logging stops, the training does not.
+
+typedef struct {
+    FILE* f;
+    char path[PATH_CAP];
+} RunLog;
+
+// A new run starts the log afresh (a log without checkpoints is a run killed before its first one);
+// a resumed run appends to it.
+static void run_log_open(RunLog* log, const char* dir, int resume) {
+    if (snprintf(log->path, PATH_CAP, "%s/log.jsonl", dir) >= PATH_CAP) fail("path too long: '%s'", dir);
+    log->f = fopen_check(log->path, resume ? "a" : "w");
+}
+
+static void run_log_line(RunLog* log, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void run_log_line(RunLog* log, const char* fmt, ...) {
+    if (!log->f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int ok = vfprintf(log->f, fmt, ap) >= 0 && fflush(log->f) == 0;
+    va_end(ap);
+    if (!ok) {
+        fprintf(stderr, "warning: cannot write '%s' (%s): the log stops here, training goes on\n", log->path, strerror(errno));
+        fclose(log->f);
+        log->f = NULL;
+    }
+}
+
+static void run_log_step(RunLog* log, int step, float loss, float lr, float norm, double tokens_per_s, double elapsed) {
+    run_log_line(log, "{\"step\": %d, \"loss\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens_per_s\": %.1f, "
+                 "\"elapsed_s\": %.3f}\n", step, loss, lr, norm, tokens_per_s, elapsed);
+}
+
+static void run_log_eval(RunLog* log, int step, const EvalResult* e, int recall) {
+    if (recall) run_log_line(log, "{\"step\": %d, \"val_loss\": %.6g, \"recall\": %.6g}\n", step, e->loss, e->accuracy);
+    else run_log_line(log, "{\"step\": %d, \"val_loss\": %.6g, \"bits_per_byte\": %.6g}\n", step, e->loss, e->bits_per_byte);
+}
+
+static void run_log_close(RunLog* log) {
+    if (log->f) fclose(log->f);
+    log->f = NULL;
+}
+
+// "1h02m", "4m10s", "12s": what is left of a run
+static const char* format_duration(double seconds, char out[32]) {
+    long s = seconds > 0 && seconds < 1e9 ? (long)(seconds + 0.5) : 0;
+    if (s >= 3600) snprintf(out, 32, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60) snprintf(out, 32, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, 32, "%lds", s);
+    return out;
 }
 
 // SIGINT / SIGTERM: the first asks the training loop to finish its step, save a checkpoint and exit;

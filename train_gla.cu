@@ -3693,6 +3693,7 @@ int main(int argc, char** argv) {
     loader_init(&val, rf.val_glob, B, T, cfg.vocab_size, tok_fp);
     check_disk_space(&rf, model.num_params);
     uint64_t run_id;
+    RunLog log;
     if (start >= 0) {
         load_checkpoint(rf.out_dir, start, &model, &ts);
         loader_seek(&train, ts.shard, ts.pos);
@@ -3706,6 +3707,7 @@ int main(int argc, char** argv) {
         ts.T = T;
         run_id = new_run_id();
     }
+    run_log_open(&log, rf.out_dir, start >= 0);
 
     print_model_summary(&cfg, model.num_params);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
@@ -3727,7 +3729,7 @@ int main(int argc, char** argv) {
     double step_time = 0.0, eval_time = -1.0, sample_time = -1.0, save_time = -1.0, last_save = now_seconds();
     if (rf.max_time > 0) sample_time = decode_seconds_per_token(&model) * (strlen(rf.prompt) + rf.gen_tokens + 1);
     int first_step = ts.step, step = ts.step, stopped_early = 0;
-    double t_train = now_seconds();
+    double t_train = now_seconds(), mean_step = 0.0; // mean_step: a moving average, for the ETA
     install_stop_handlers();
     for (;; step++) {
         if (stop_signal) {
@@ -3749,6 +3751,7 @@ int main(int argc, char** argv) {
             double t0 = now_seconds();
             EvalResult e = evaluate(&model, &val, rf.val_batches, &tok);
             eval_time = now_seconds() - t0;
+            run_log_eval(&log, step, &e, val.has_targets);
             if (val.has_targets) // a task scoring some positions (MQAR): recall, not bits per byte
                 printf("step %5d | val loss %.4f nats/token | recall %.4f (%ld scored)\n", step, e.loss, e.accuracy, e.scored);
             else
@@ -3787,8 +3790,12 @@ int main(int argc, char** argv) {
         cuda_check(cudaDeviceSynchronize());
         double dt = now_seconds() - t0;
         step_time = dt > step_time ? dt : 0.5 * (step_time + dt); // the slow steps count: a bound, not an average
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1, rf.steps,
-               model.loss, step_lr, norm, dt * 1e3, B * T / dt, 100.0 * step_flops / dt / peak);
+        mean_step = mean_step > 0 ? 0.9 * mean_step + 0.1 * dt : dt;
+        char eta[32];
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s\n", step + 1,
+               rf.steps, model.loss, step_lr, norm, dt * 1e3, B * T / dt, 100.0 * step_flops / dt / peak,
+               format_duration(mean_step * (rf.steps - step - 1), eta));
+        run_log_step(&log, step + 1, model.loss, step_lr, norm, B * T / dt, now_seconds() - t_start);
     }
     if (!stop_signal)
         printf("trained steps %d..%d in %.1f s (the whole run %.1f s)\n", first_step, step, now_seconds() - t_train,
@@ -3796,6 +3803,7 @@ int main(int argc, char** argv) {
     if (stopped_early)
         printf("--max-time %g s: stopped early at step %d of the %d-step schedule; continue with: %s -r 1 --out %s\n",
                rf.max_time, step, rf.steps, argv[0], rf.out_dir);
+    run_log_close(&log);
     loader_free(&train);
     loader_free(&val);
     tokenizer_free(&tok);

@@ -3,7 +3,8 @@
  *
  *   ./data/prepare [-t bytes|gpt2|TOKENIZER] [-o PREFIX] [-f] [input.txt]
  *
- * The text comes from, in order: the argument, the TINYSHAKESPEARE environment variable, an existing
+ * The text comes from, in order: the argument, the TINYSHAKESPEARE environment variable, the copy
+ * committed with the repository (data/tinyshakespeare.txt, public domain), an existing
  * data/tinyshakespeare/input.txt, or a download from the public char-rnn URL (curl or wget).
  * Shards that exist are never replaced unless -f is given. -o PREFIX names the outputs
  * PREFIX_val.bin and PREFIX_train.bin; without it, Tiny Shakespeare's shards get the names below
@@ -28,6 +29,7 @@
 #define URL "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 #define DIR "data/tinyshakespeare"
 #define DOWNLOADED DIR "/input.txt"
+#define COMMITTED "data/tinyshakespeare.txt"
 #define GPT2_TOKENIZER "data/tokenizer_gpt2.bin"
 #define TINY_SHAKESPEARE_BYTES 1115394
 #define LLMC_GPT2_VAL 32768       // llm.c's validation split, in tokens
@@ -41,8 +43,11 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Reads the whole text, downloading Tiny Shakespeare first when no path is given and none is here.
-static unsigned char* read_text(const char* src, size_t* n) {
+// Reads the whole text of *src; without one, the committed Tiny Shakespeare, else a downloaded one
+// (downloading it first when it is not here). *src is set to the path read.
+static unsigned char* read_text(const char** src_in, size_t* n) {
+    const char* src = *src_in;
+    if ((!src || !*src) && file_exists(COMMITTED)) src = COMMITTED;
     if (!src || !*src) {
         src = DOWNLOADED;
         if (!file_exists(src)) {
@@ -55,6 +60,7 @@ static unsigned char* read_text(const char* src, size_t* n) {
             }
         }
     }
+    *src_in = src;
     unsigned char* text = read_whole_file(src, n);
     if (*n < 1024) fail("'%s' has %zu bytes: too short to be Tiny Shakespeare (1,115,394 bytes)", src, *n);
     if (*n != TINY_SHAKESPEARE_BYTES)
@@ -167,8 +173,7 @@ int main(int argc, char** argv) {
     mkdir("data", 0755);
     mkdir(DIR, 0755);
     size_t n;
-    unsigned char* text = read_text(src, &n);
-    if (!src || !*src) src = DOWNLOADED;
+    unsigned char* text = read_text(&src, &n);
     char default_out[PATH_CAP];
     if (strcmp(tok_arg, "bytes") == 0) {
         default_prefix(default_out, src, n, "");
