@@ -2000,7 +2000,7 @@ static void test_never_lose_a_run(const char* dir) {
     snprintf(out, sizeof(out), "%s/over", dir);
     tok_run("/dev/null", "cp -r '%s' '%s'", full, out);
     rc = tok_run(log, "%s -n 3 -o '%s' --overwrite 1", flags, out);
-    check(rc == 0 && latest_checkpoint(out) == 3 && tok_file_has(log, "deleted the 1 checkpoint of the previous run"),
+    check(rc == 0 && latest_checkpoint(out) == 3 && tok_file_has(log, "deleted the 1 checkpoint and the log of the previous run"),
           "--overwrite 1 deletes the previous run's checkpoints and trains a new run (exit %d)", rc);
 
     // pruning removes only this run's own older checkpoints
