@@ -2153,6 +2153,143 @@ static void test_never_lose_a_run(const char* dir) {
     check(rc == 0 && access(path, F_OK) == 0, "data/prepare -o mine/part names its outputs; -f replaces (exit %d)", rc);
 }
 
+// ----------------------------------------------------------------------------
+// 12. using a trained model: generate, eval and logits from a checkpoint, the run's log, the plot
+
+// The last sample a log printed: the bytes from its last "---\n" opening line to the closing one.
+static char* last_sample(const char* log, size_t* n) {
+    size_t size;
+    char* text = (char*)tok_slurp(log, &size);
+    if (!text) return NULL;
+    char *end = NULL, *start = NULL;
+    for (char* p = text; (p = strstr(p, "---\n")); p += 4) { start = end; end = p; }
+    if (!start) { free(text); return NULL; }
+    *n = (size_t)(end + 4 - start);
+    char* sample = (char*)malloc_check(*n);
+    memcpy(sample, start, *n);
+    free(text);
+    return sample;
+}
+
+static double number_after(const char* log, const char* label) {
+    size_t n;
+    char* text = (char*)tok_slurp(log, &n);
+    char* p = text ? strstr(text, label) : NULL;
+    double x = p ? atof(p + strlen(label)) : NAN;
+    free(text);
+    return x;
+}
+
+static void test_use_trained(const char* dir) {
+    printf("== 12. using a trained model\n");
+    char flags[2048], out[PATH_CAP], log[PATH_CAP], gen[PATH_CAP], path[PATH_CAP];
+    write_tiny_data(dir);
+    snprintf(out, sizeof(out), "%s/run", dir);
+    snprintf(log, sizeof(log), "%s/train.log", dir);
+    snprintf(gen, sizeof(gen), "%s/gen.log", dir);
+    tiny_run_flags(flags, sizeof(flags), dir, 10);
+    int rc = tok_run(log, "%s -o '%s' -v 5 -m 3 -G 40 --seed 77", flags, out);
+    check(rc == 0, "a 10-step run to use (exit %d)", rc);
+    // generate reproduces the run's final sample: same checkpoint, same --seed
+    rc = tok_run(gen, "%s/train_gla generate -c '%s' -z '%s/tok.bin' -G 40 --seed 77 2>/dev/null", bin, out, dir);
+    size_t n1 = 0, n2 = 0;
+    char *a = last_sample(log, &n1), *b = last_sample(gen, &n2);
+    check(rc == 0 && a && b && n1 == n2 && memcmp(a, b, n1) == 0,
+          "generate -c DIR --seed 77 prints the training run's final sample byte for byte (%zu bytes)", n1);
+    free(a);
+    free(b);
+    // from a model file, the prompt on standard input, greedy == top-k 1
+    ckpt_path(path, sizeof(path), out, "model", 10);
+    rc = tok_run(gen, "echo 'the quick' | %s/train_gla generate -c '%s' -z '%s/tok.bin' --prompt - -G 20 --temperature 0",
+                 bin, path, dir);
+    a = last_sample(gen, &n1);
+    int rc2 = tok_run(gen, "%s/train_gla generate -c '%s' -z '%s/tok.bin' --prompt 'the quick\n' -G 20 --top-k 1 "
+                      "--temperature 1.5 --seed 5", bin, path, dir);
+    b = last_sample(gen, &n2);
+    check(rc == 0 && rc2 == 0 && a && b && n1 == n2 && memcmp(a, b, n1) == 0 && tok_file_has(gen, "tokens/s"),
+          "generate: a prompt from stdin, greedy == --top-k 1 at any temperature, a tokens/s line (exit %d, %d)", rc, rc2);
+    free(a);
+    free(b);
+    // eval over the trainer's validation batches equals the loss it printed
+    rc = tok_run(gen, "%s/train_gla eval -c '%s' -z '%s/tok.bin' -j '%s/val.bin' -b 2 -T 32 -m 3 --chunk 8", bin, out,
+                 dir, dir);
+    double printed = number_after(log, "step    10 | val loss "), evaluated = number_after(gen, "loss ");
+    check(rc == 0 && printed == evaluated && fabs(number_after(gen, "perplexity ") - exp(evaluated)) < 1e-3 * exp(evaluated),
+          "eval -m 3: loss %.4f == the trainer's val loss at step 10 (%.4f); perplexity = e^loss", evaluated, printed);
+    rc = tok_run(gen, "%s/train_gla eval -c '%s' -z '%s/tok.bin' -j '%s/val.bin' -b 2 -T 32", bin, out, dir, dir);
+    check(rc == 0 && tok_file_has(gen, "78 batches of 2x32 (4992 tokens), all of the data") && tok_file_has(gen, "bits/byte"),
+          "eval over a whole shard: all (5000 - 1) / 64 = 78 batches, bits per byte (exit %d)", rc);
+    // logits of one sequence equal the model's forward pass
+    char lpath[PATH_CAP];
+    snprintf(lpath, sizeof(lpath), "%s/logits.f32", dir);
+    rc = tok_run(gen, "%s/train_gla logits -c '%s' -z '%s/tok.bin' --ids '116 104 101 32 113' -o '%s' --chunk 8", bin,
+                 out, dir, lpath);
+    Config c;
+    checkpoint_read_config(path, &c);
+    Model m;
+    model_build(&m, &c);
+    m.chunk_size = 8;
+    load_model_params(&m, path);
+    int ids[5] = {116, 104, 101, 32, 113};
+    model_forward(&m, ids, NULL, 1, 5);
+    size_t nl = 0;
+    float* got = (float*)tok_slurp(lpath, &nl);
+    check(rc == 0 && got && nl == 5 * 256 * sizeof(float) && memcmp(got, m.logits, nl) == 0,
+          "logits --ids '116 104 101 32 113' writes the forward pass's (5, 256) logits bit for bit (exit %d)", rc);
+    free(got);
+    model_free(&m);
+    // bad uses: no checkpoint, an id outside the vocabulary, a tokenizer of another vocabulary
+    char cmd[3 * PATH_CAP];
+    snprintf(cmd, sizeof(cmd), "%s/train_gla generate -c '%s/nothing' -z '%s/tok.bin'", bin, dir, dir);
+    check_fails("generate from a missing checkpoint", cmd, gen, "cannot open", "nothing");
+    snprintf(cmd, sizeof(cmd), "%s/train_gla logits -c '%s' -z '%s/tok.bin' --ids '1 999' -o '%s'", bin, out, dir, lpath);
+    check_fails("logits of an id outside the vocabulary", cmd, gen, "'999' is not a token id below 256", NULL);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla eval -c '%s' -z '%s/bpe.bin' -j '%s/val.bin'", bin, out, dir, dir);
+    tok_run("/dev/null", "%s/data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s/bpe.bin'", bin, dir);
+    check_fails("eval with a tokenizer of another vocabulary", cmd, gen, "differs from the tokenizer's", NULL);
+
+    // top-k: the k-th largest against a sort
+    float x[50], sorted[50];
+    for (int i = 0; i < 50; i++) x[i] = sorted[i] = (float)((i * 37) % 50) - 0.5f * (i % 3 == 0);
+    for (int i = 0; i < 50; i++) for (int j = i + 1; j < 50; j++)
+        if (sorted[j] > sorted[i]) { float t = sorted[i]; sorted[i] = sorted[j]; sorted[j] = t; }
+    int same = 1;
+    for (int k = 1; k <= 50; k++) same = same && kth_largest(x, 50, k) == sorted[k - 1];
+    uint64_t rng = 9;
+    int inside = 1;
+    for (int i = 0; i < 2000; i++) inside = inside && x[sample_token(x, 50, 3.0f, 4, &rng)] >= sorted[3];
+    check(same && inside, "top-k: the k-th largest of 50 for every k equals a sort's; 2000 draws with k = 4 stay in the top 4");
+
+    // the run's log: every step and evaluation, one JSON object a line; a resumed run appends
+    snprintf(path, sizeof(path), "%s/log.jsonl", out);
+    size_t n;
+    char* text = (char*)tok_slurp(path, &n);
+    int steps = 0, evals = 0;
+    for (char* p = text; p && (p = strstr(p, "{\"step\": ")); p++) {
+        if (strstr(p, "\"loss\": ") && strstr(p, "\"loss\": ") < strchr(p, '\n')) steps++;
+        else if (strstr(p, "\"val_loss\": ") && strstr(p, "\"val_loss\": ") < strchr(p, '\n')) evals++;
+    }
+    free(text);
+    check(steps == 10 && evals == 3, "log.jsonl: 10 training steps and 3 evaluations (steps 0, 5, 10) (got %d, %d)", steps, evals);
+    rc = tok_run(gen, "%s -o '%s' -v 5 -m 3 -G 0 --seed 77 -n 15 -r 1", flags, out);
+    text = (char*)tok_slurp(path, &n);
+    int lines = 0;
+    for (char* p = text; p && (p = strchr(p, '\n')); p++) lines++;
+    check(rc == 0 && lines == 13 + 5 + 2 && strstr(text, "{\"step\": 15, \"loss\""),
+          "log.jsonl: resuming to step 15 appends its 5 steps and 2 evaluations (%d lines)", lines);
+    free(text);
+    // the plot (Python's standard library; skipped without python3)
+    if (tok_run("/dev/null", "command -v python3") == 0) {
+        char svg[PATH_CAP];
+        snprintf(svg, sizeof(svg), "%s/curves.svg", dir);
+        rc = tok_run(gen, "python3 dev/plot.py '%s' '%s/log.jsonl' -o '%s'", out, out, svg);
+        check(rc == 0 && tok_file_has(svg, "<polyline") && tok_file_has(svg, "</svg>"),
+              "dev/plot.py draws two logs into one SVG (exit %d)", rc);
+    } else {
+        skip("dev/plot.py: no python3 here");
+    }
+}
+
 int main(int argc, char** argv) {
     if (getenv("TEST_BIN_DIR")) bin = getenv("TEST_BIN_DIR");
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
@@ -2258,6 +2395,12 @@ int main(int argc, char** argv) {
     failed_before = failed;
     test_never_lose_a_run(run_dir);
     if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", run_dir);
+
+    char use_dir[] = "/tmp/test_use_XXXXXX";
+    if (!mkdtemp(use_dir)) fail("cannot create a temporary directory");
+    failed_before = failed;
+    test_use_trained(use_dir);
+    if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", use_dir);
 
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
