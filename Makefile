@@ -6,6 +6,7 @@
 #   make data-gpt2  Tiny Shakespeare with GPT-2's tokenizer (GPT2_DIR=folder of encoder.json + vocab.bpe)
 #   make data-bpe   Tiny Shakespeare with a BPE tokenizer learned from it (BPE_VOCAB=2048)
 #   NO_OMP=1        build without OpenMP
+#   make emu-check / emu-test  the CUDA programs checked on the CPU (dev/cuda/emu), no GPU needed
 #   make cuda       (where nvcc is found) the CUDA trainer train_gla_cu and its tests test_gla_cu;
 #                   CUDA_ARCH=sm_90 (default) picks the GPU, NVCC_WERROR=1 makes warnings errors (CI)
 #   make cuda-dev   the kernel experiments dev/cuda/*.cu, each with its own correctness check
@@ -151,6 +152,16 @@ train_gla_cu test_gla_cu $(DEV_CUDA):
 	@echo "error: nvcc not found: $@ needs the CUDA toolkit (put its bin/ on PATH, e.g. /usr/local/cuda/bin)" >&2
 	@exit 1
 endif
+
+# The CUDA programs on the CPU, through dev/cuda/emu (each CUDA thread a fiber, cuBLAS in plain loops):
+# a check that the CUDA code computes the right thing, on a machine without a GPU. Needs g++ and
+# python3, not nvcc. emu-check: every kernel family and every mixer's whole model against the CPU
+# program (~30 s); emu-test: test_gla.cu, the whole GPU suite (~3 min on 2 cores).
+.PHONY: emu-check emu-test
+emu-check:
+	dev/cuda/emu/run.sh check
+emu-test:
+	dev/cuda/emu/run.sh test
 
 clean:
 	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers dev/fuzz/make_corpus

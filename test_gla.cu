@@ -1089,7 +1089,7 @@ int main(int argc, char** argv) {
     int devices = 0;
     cudaError_t err = cudaGetDeviceCount(&devices);
     if (err != cudaSuccess || devices == 0) {
-        printf("no CUDA GPU found: %s; nothing was run (the GPU checks need a GPU: dev/cuda/gpu_check.sh)\n",
+        printf("no CUDA GPU found: %s; nothing was run (on a GPU machine: dev/cuda/gpu_check.sh; without one, make emu-test runs this suite on a CPU emulation)\n",
                err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount reports 0 devices");
         printf("0 passed, 0 failed (no GPU: skipped)\n");
         return 0;

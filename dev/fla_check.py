@@ -29,10 +29,15 @@ maps every parameter name). Commands:
       forward on the same weights, renamed through the name map below: checks the name/shape map
       and the layer math without the C program.
 
-  fla_check.py all --c-bin PATH/train_gla --work DIR [--families ...] [--py-import]
+  fla_check.py from-c CKPT.bin DIR
+      A Python twin of `train_gla export`: C model file -> DIR/model.safetensors + config.json
+      (the minimal config.json the C exporter should write; see fla_config_json).
+
+  fla_check.py all --c-bin PATH/train_gla --work DIR [--families ...] [--py-import] [--py-export]
       Every family, pure and 3:1 (plus the attention-only Transformer), both directions:
         C -> fla: train_gla -n 0 (a fresh model), train_gla export, train_gla logits, then `load`;
         fla -> C: `make`, train_gla import (or `to-c` with --py-import), train_gla logits, compare.
+      (--py-export: `from-c` instead of train_gla export.)
       Prints one line per case and a final 'N passed, N failed'; exits non-zero on any failure.
 
 CPU: fla's layers are Triton kernels and its Attention needs flash-attn. On a machine without a GPU
@@ -554,11 +559,107 @@ def cmd_to_c(a):
     return 0
 
 
+def read_c_checkpoint(path):
+    """A C model file -> (our config dict, [(name, float32 tensor)] in canonical order)."""
+    import torch
+    data = open(path, "rb").read()
+    h = struct.unpack(f"<{HEADER_INTS}i", data[:HEADER_INTS * 4])
+    if h[0] != CKPT_MAGIC or h[1] != CKPT_VERSION:
+        raise SystemExit(f"fla_check: '{path}' is not a version {CKPT_VERSION} C model file")
+    keys = ["vocab_size", "d_model", "n_layer", "mlp_hidden", "tie_embeddings", "gla_heads", "gla_dk", "gla_dv",
+            "gla_gate_rank", "gla_gate_normalizer", "attn_heads", "attn_kv_heads"]
+    c = dict(zip(keys, h[2:14]))
+    c["rope_theta"] = struct.unpack("<f", struct.pack("<i", h[15]))[0]
+    c["norm_eps"] = struct.unpack("<f", struct.pack("<i", h[16]))[0]
+    c.update(zip(["hgrn_dim", "hgrn2_heads", "retnet_heads", "deltanet_heads", "gdn_heads", "gdn_head_dim",
+                  "gdn_expand_v", "conv_size", "use_lower_bound"], h[19:28]))
+    c["pattern"] = [MIXER_NAMES[h[64 + l]] for l in range(c["n_layer"])]
+    params, off = [], HEADER_INTS * 4
+    for name, shape in param_table(c):
+        n = math.prod(shape)
+        params.append((name, torch.tensor(struct.unpack_from(f"<{n}f", data, off)).view(shape)))
+        off += 4 * n
+    if off != len(data):
+        raise SystemExit(f"fla_check: '{path}' is {len(data)} bytes, its config implies {off}")
+    return c, params
+
+
+def fla_config_json(c):
+    """The config.json of our model for fla (what `train_gla export` writes): the model_type of
+    the one linear family in the pattern (or 'transformer'), its sizes, and an `attn` dict naming
+    the attention layers. Fields left out take fla's defaults, which are what the C code does
+    (use_short_conv false for GLA/HGRN/HGRN2, true for DeltaNet/GDN, output gates as below ...)."""
+    d, pattern = c["d_model"], c["pattern"]
+    families = sorted(set(pattern) - {"attn"})
+    if len(families) > 1:
+        raise ValueError(f"fla has no model with two linear families ({', '.join(families)})")
+    family = families[0] if families else "attn"
+    j = {"model_type": MODEL_TYPE[family], "vocab_size": c["vocab_size"], "hidden_size": d,
+         "num_hidden_layers": c["n_layer"], "intermediate_size": c["mlp_hidden"], "hidden_act": "swish",
+         "norm_eps": c["norm_eps"], "tie_word_embeddings": bool(c["tie_embeddings"]),
+         "fuse_norm": True, "fuse_swiglu": True, "fuse_cross_entropy": True}
+    attn = {"num_heads": c["attn_heads"], "num_kv_heads": c["attn_kv_heads"], "qkv_bias": False,
+            "window_size": None, "rope_theta": c["rope_theta"]}
+    if family == "attn":
+        j.update(num_heads=c["attn_heads"], num_kv_heads=c["attn_kv_heads"], qkv_bias=False, qk_norm=False,
+                 window_size=None, rope_theta=c["rope_theta"])
+        return j
+    if "attn" in pattern:
+        j["attn"] = {"layers": [l for l, m in enumerate(pattern) if m == "attn"], **attn}
+    if family == "gla":
+        if (c["gla_gate_rank"], c["gla_gate_normalizer"]) != (16, 16):
+            raise ValueError("fla's GLA has gate rank 16 and normalizer 16 fixed")
+        j.update(num_heads=c["gla_heads"], expand_k=c["gla_dk"] / d, expand_v=c["gla_dv"] / d,
+                 use_short_conv=False, use_output_gate=True, feature_map=None, clamp_min=None)
+    elif family == "hgrn":
+        j.update(expand_ratio=c["hgrn_dim"] // d if c["hgrn_dim"] % d == 0 else c["hgrn_dim"] / d,
+                 use_short_conv=False, use_lower_bound=bool(c["use_lower_bound"]))
+    elif family == "hgrn2":
+        j.update(num_heads=c["hgrn2_heads"], expand_ratio=d // c["hgrn2_heads"], use_short_conv=False,
+                 use_lower_bound=bool(c["use_lower_bound"]))
+    elif family == "retnet":
+        if "attn" in pattern and c["rope_theta"] != 10000.0:
+            raise ValueError("fla's RetNet RoPE base is 10000")
+        j.update(num_heads=c["retnet_heads"], expand_k=1, expand_v=2, use_output_gate=True, feature_map=None)
+    elif family == "deltanet":
+        j.update(num_heads=c["deltanet_heads"], expand_k=1, expand_v=1, use_gate=False, use_beta=True,
+                 use_short_conv=True, conv_size=c["conv_size"], allow_neg_eigval=False, qk_norm="l2",
+                 qk_activation="silu")
+    elif family == "gated_deltanet":
+        j.update(num_heads=c["gdn_heads"], head_dim=c["gdn_head_dim"], expand_v=c["gdn_expand_v"],
+                 num_v_heads=None, use_gate=True, use_short_conv=True, conv_size=c["conv_size"],
+                 allow_neg_eigval=False)
+    return j
+
+
+def cmd_from_c(a):
+    """A Python twin of `train_gla export`: C model file -> DIR/model.safetensors + config.json."""
+    setup_fla(a.device)
+    from safetensors.torch import save_file
+    c, params = read_c_checkpoint(a.ckpt)
+    try:
+        j = fla_config_json(c)
+    except ValueError as e:
+        raise SystemExit(f"fla_check: '{a.ckpt}' cannot be exported: {e}")
+    tensors = {}
+    for name, w in params:
+        if name.endswith("_conv"):
+            w = w[:, None, :]  # ours [C, W] -> nn.Conv1d's [C, 1, W]
+        tensors[hf_key(name)] = w.contiguous()
+    os.makedirs(a.dir, exist_ok=True)
+    save_file(tensors, os.path.join(a.dir, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(a.dir, "config.json"), "w") as f:
+        json.dump(j, f, indent=2)
+    print(f"wrote '{a.dir}': model_type {j['model_type']}, {len(tensors)} tensors")
+    return 0
+
+
 def cmd_ref(a):
     """fla (float32, its kernels) vs dev/reference.py (float64, written from LAYERS.md) on the
     same weights: checks the name map and the math without the C program."""
     torch = setup_fla(a.device)
     sys.path.insert(0, HERE)
+    sys.dont_write_bytecode = True  # leave no dev/__pycache__ behind
     import reference
     model = make_model(a.family, a.hybrid, a.layers, a.tie, a.seed, a.device)
     c = c_config_from_fla(model.config)
@@ -615,7 +716,11 @@ def cmd_all(a):
                     pattern = "attn" if family == "attn" else f"{family}:{3 if hybrid else 'pure'}"
                     run([bin_, "-n", "0", "-d", "64", "-L", "4", "-p", pattern, "--mlp-hidden", "128", "-o", ck,
                          "--overwrite", "1", "-G", "0", "-m", "1", "-z", tok, "-i", train, "-j", val], root)
-                    run([bin_, "export", "-c", ck, "-o", hf], root)
+                    if a.py_export:
+                        latest = sorted(f for f in os.listdir(ck) if f.startswith("model_") and f.endswith(".bin"))[-1]
+                        run(me + ["from-c", os.path.join(ck, latest), hf], root)
+                    else:
+                        run([bin_, "export", "-c", ck, "-o", hf], root)
                     out = os.path.join(work, f"c_{tag}.logits.f32")
                     run([bin_, "logits", "-c", ck, "--ids", ids, "-o", out, "-z", tok], root)
                     res = run(me + ["load", hf, "--ids", ids, "--logits", out, "--tol", str(a.tol)], root)
@@ -688,6 +793,10 @@ def main():
     q.add_argument("dir")
     q.add_argument("out")
 
+    q = sub.add_parser("from-c", help="C model file -> fla checkpoint directory (Python twin of `train_gla export`)")
+    q.add_argument("ckpt")
+    q.add_argument("dir")
+
     q = sub.add_parser("compare", help="two raw float32 (rows, cols) logit files")
     q.add_argument("ref")
     q.add_argument("other")
@@ -701,6 +810,7 @@ def main():
     q.add_argument("--families", nargs="+", default=families, choices=families)
     q.add_argument("--directions", nargs="+", default=["export", "import"], choices=["export", "import"])
     q.add_argument("--py-import", action="store_true", help="fla -> C through `to-c` instead of `train_gla import`")
+    q.add_argument("--py-export", action="store_true", help="C -> fla through `from-c` instead of `train_gla export`")
     q.add_argument("--tol", type=float, default=DEFAULT_TOL)
 
     a = p.parse_args()
@@ -709,7 +819,7 @@ def main():
             a.layers = 4 if a.hybrid else 2
         if a.tie is None:
             a.tie = 1 if a.hybrid else 0
-    handler = {"load": cmd_load, "make": cmd_make, "ref": cmd_ref, "to-c": cmd_to_c, "compare": cmd_compare,
+    handler = {"load": cmd_load, "make": cmd_make, "ref": cmd_ref, "to-c": cmd_to_c, "from-c": cmd_from_c, "compare": cmd_compare,
                "all": cmd_all}[a.command]
     sys.exit(handler(a) or 0)
 

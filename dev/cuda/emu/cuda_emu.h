@@ -33,9 +33,11 @@
  *
  * Environment:
  *   EMU_THREADS=n      worker threads for blocks (default: hardware threads)
- *   EMU_ORDER=forward|reverse|random   the order fibers run between barriers (default forward). A
- *                      missing __syncthreads / __syncwarp usually shows up as a difference between
- *                      orders (the reads of one thread see, or do not see, another thread's writes)
+ *   EMU_ORDER=forward|reverse|random   the order fibers run between barriers, and the order blocks are
+ *                      handed to the workers (default forward). A missing __syncthreads / __syncwarp
+ *                      (or a block reading what another block of the launch writes) usually shows up
+ *                      as a difference between orders: the reads of one thread see, or do not see,
+ *                      another thread's writes; shared memory starts as NaN
  *   EMU_TRACE=1        print every launch (kernel, grid, block, dynamic smem)
  *   EMU_STRICT=1       a block barrier reached while some threads of the block have exited is an error
  *                      (by default a warning, once per kernel: exited threads count as arrived, as on
@@ -644,6 +646,8 @@ struct Pool {
     int busy = 0;
     std::atomic<size_t> next{0};
     size_t nblocks = 0;
+    std::vector<size_t> block_order;   // EMU_ORDER=reverse / random: the order blocks are handed out
+    std::mt19937_64 block_rng{2024};
     std::atomic<bool> failed{false};
     std::string fail_msg;
     bool stop = false;
@@ -653,8 +657,9 @@ struct Pool {
         w->failed = false;
         for (;;) {
             if (failed.load(std::memory_order_relaxed)) break;
-            size_t b = next.fetch_add(1);
-            if (b >= nblocks) break;
+            size_t k = next.fetch_add(1);
+            if (k >= nblocks) break;
+            size_t b = block_order.empty() ? k : block_order[k];
             run_block(w, L, (unsigned)b);
             if (w->failed) {
                 std::lock_guard<std::mutex> lk(mu);
@@ -700,6 +705,11 @@ struct Pool {
         }
         cv_go.notify_all();
         for (auto& t : threads) t.join();
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (Worker* w : workers) {
+            if (w->stacks) munmap(w->stacks, w->n_stacks * (w->stack_bytes + page));
+            delete w;
+        }
     }
     // runs every block of L; returns false (fail_msg set) on a fault
     bool run(const Launch& L) {
@@ -707,6 +717,14 @@ struct Pool {
         failed = false;
         next = 0;
         nblocks = total;
+        // blocks in the order EMU_ORDER gives threads too (a block reading what another block of the
+        // same launch writes is a race on a GPU; another order may expose it)
+        block_order.clear();
+        if (order_mode() != 0 && total > 1) {
+            block_order.resize(total);
+            for (size_t i = 0; i < total; i++) block_order[i] = order_mode() == 1 ? total - 1 - i : i;
+            if (order_mode() == 2) std::shuffle(block_order.begin(), block_order.end(), block_rng);
+        }
         int helpers = (int)std::min<size_t>(threads.size(), total > 0 ? total - 1 : 0);
         if (helpers > 0) {
             std::lock_guard<std::mutex> lk(mu);
@@ -1005,8 +1023,10 @@ inline cudaError_t emu_malloc(void** p, size_t bytes, bool managed) {
     EMU_STICKY();
     if (!p) return emu::set_error(cudaErrorInvalidValue);
     if (bytes == 0) { *p = nullptr; return cudaSuccess; }
-    void* q = aligned_alloc(256, (bytes + 255) / 256 * 256);   // cudaMalloc's alignment
-    if (!q) { *p = nullptr; return emu::set_error(cudaErrorMemoryAllocation); }
+    // cudaMalloc's 256-byte alignment, the exact size (so that AddressSanitizer, in EMU_ASAN=1 builds,
+    // flags the first byte past the end)
+    void* q = nullptr;
+    if (posix_memalign(&q, 256, bytes) != 0 || !q) { *p = nullptr; return emu::set_error(cudaErrorMemoryAllocation); }
     memset(q, 0xff, bytes);   // NaN floats: reads of what was never written show up
     emu::Memory& m = emu::memory();
     std::lock_guard<std::mutex> lk(m.mu);
@@ -1101,6 +1121,20 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSucces
 inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = nullptr) { e->t = emu_now(); return cudaSuccess; }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { EMU_STICKY(); return cudaSuccess; }
 inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) { *ms = (float)((b->t - a->t) * 1e3); return cudaSuccess; }
+
+// Under AddressSanitizer (run.sh's EMU_ASAN=1): a report from inside a kernel names the kernel, the
+// block and the thread (ASan's own report gives the source line)
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void __sanitizer_set_death_callback(void (*)(void));
+inline void emu_asan_death() {
+    emu::Worker* w = emu::t_worker;
+    if (w && w->launch && w->cur)
+        fprintf(stderr, "cuda_emu: the report above came from kernel %s (launched at %s:%d), block (%u,%u,%u), "
+                "thread (%u,%u,%u)\n", w->launch->name, w->launch->file, w->launch->line, blockIdx.x, blockIdx.y,
+                blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+}
+static const bool emu_asan_hook = (__sanitizer_set_death_callback(emu_asan_death), true);
+#endif
 
 // launch statistics, for the tools that want to print them
 inline void emu_print_stats(FILE* f) {

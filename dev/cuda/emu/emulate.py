@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """emulate.py — rewrites a CUDA translation unit into C++ for cuda_emu.h (CPU emulation, correctness only).
 
-    python3 dev/cuda/emu/emulate.py SOURCE.cu OUTDIR
+    python3 dev/cuda/emu/emulate.py [-I DIR]... SOURCE.cu OUTDIR
 
-SOURCE.cu and every .cu / .cuh file it #includes with quotes (recursively, found next to the including
-file as the compiler would) are rewritten into OUTDIR under the same paths relative to SOURCE.cu's
-folder; the sources are never modified. Other quoted includes (model.h, train_gla.c) are left as they
-are: compile with -I <SOURCE's folder> so they are found. Each output file starts with
+SOURCE.cu and every .cu / .cuh file it #includes with quotes (recursively; found next to the including
+file, else in the -I folders, as the compiler would) are rewritten into OUTDIR: SOURCE.cu as
+OUTDIR/<its name>, each include at the path the compiler will look for it, next to the rewritten file
+that includes it. The sources are never modified. Other quoted includes (model.h, train_gla.c) are
+left as they are: compile with the same -I folders so that they are found. Each output file starts with
 `#line 1 "<original path>"` and keeps every line where it was, so compiler errors and __LINE__ point at
 the original source.
 
@@ -220,45 +221,48 @@ def launch_bounds(s):
 INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"', re.M)
 
 
-def transform(path, src_root, out_root, done):
+def transform(path, dst, inc_dirs, done):
+    """rewrites the file at path into dst, and the .cu / .cuh files it includes next to dst"""
     path = os.path.abspath(path)
-    if path in done:
+    if (path, dst) in done:
         return
-    done.add(path)
+    done.add((path, dst))
     s = open(path, encoding='utf-8').read()
     for m in INCLUDE.finditer(mask_code(s)):   # found in code only; the path read from the source
         inc = s[m.start(1):m.end(1)]
         if not inc.endswith(('.cu', '.cuh')):
             continue
-        cand = os.path.join(os.path.dirname(path), inc)
-        if not os.path.exists(cand):
-            cand = os.path.join(src_root, inc)
-        if os.path.exists(cand):
-            transform(cand, src_root, out_root, done)
+        for d in [os.path.dirname(path)] + inc_dirs:
+            cand = os.path.join(d, inc)
+            if os.path.exists(cand):
+                transform(cand, os.path.join(os.path.dirname(dst), inc), inc_dirs, done)
+                break
+        else:
+            sys.exit('emulate.py: %s includes "%s", not found' % (path, inc))
     s, n_launch = rewrite_launches(s)
     s, n_dyn, n_static = rewrite_shared(s)
     regs = launch_bounds(s)
     s = '#line 1 "%s"\n%s' % (path, s)
     if regs:
         s += '\n// emulate.py: __launch_bounds__ of the kernels above\n' + '\n'.join(regs) + '\n'
-    rel = os.path.relpath(path, src_root)
-    if rel.startswith('..'):
-        rel = os.path.join('_outside', os.path.basename(path))
-    dst = os.path.join(out_root, rel)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     old = open(dst, encoding='utf-8').read() if os.path.exists(dst) else None
     if old != s:   # unchanged outputs keep their timestamps
         with open(dst, 'w', encoding='utf-8') as f:
             f.write(s)
-    print('emulate.py: %-28s %3d launches, %d extern __shared__, %d __shared__, %d __launch_bounds__'
-          % (rel, n_launch, n_dyn, n_static, len(regs)), file=sys.stderr)
+    print('emulate.py: %-40s %3d launches, %d extern __shared__, %d __shared__, %d __launch_bounds__'
+          % (os.path.relpath(path), n_launch, n_dyn, n_static, len(regs)), file=sys.stderr)
 
 
 def main():
-    if len(sys.argv) != 3:
+    args, inc_dirs = sys.argv[1:], []
+    while len(args) > 2 and args[0] == '-I':
+        inc_dirs.append(os.path.abspath(args[1]))
+        args = args[2:]
+    if len(args) != 2:
         sys.exit(__doc__)
-    src, out = sys.argv[1], sys.argv[2]
-    transform(src, os.path.dirname(os.path.abspath(src)), os.path.abspath(out), set())
+    src, out = args
+    transform(src, os.path.join(os.path.abspath(out), os.path.basename(src)), inc_dirs, set())
 
 
 if __name__ == '__main__':
