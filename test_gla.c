@@ -934,12 +934,12 @@ static void test_resume(const char* dir) {
 // dev/gpt2_expected.js with npm's gpt-3-encoder), round trips of tricky text, a trained BPE, the
 // tokenizer file's round trip and the rejection of corrupt files (run through ./data/tokenize).
 
-// Inputs that live outside the repository: GPT-2's encoder.json + vocab.bpe ($GPT2_DIR, else the
-// shared data beside the repository) and Tiny Shakespeare ($TINYSHAKESPEARE, else the same place).
-// Where they are missing, the checks that need them are reported skipped.
+// GPT-2's encoder.json + vocab.bpe live outside the repository ($GPT2_DIR, else the shared data
+// beside it): where they are missing, the checks that need them are reported skipped. Tiny
+// Shakespeare is committed ($TINYSHAKESPEARE overrides it).
 static const char* gpt2_dir(void) { return getenv("GPT2_DIR") ? getenv("GPT2_DIR") : "../shared/data/gpt2"; }
 static const char* shakespeare_path(void) {
-    return getenv("TINYSHAKESPEARE") ? getenv("TINYSHAKESPEARE") : "../shared/data/tinyshakespeare.txt";
+    return getenv("TINYSHAKESPEARE") ? getenv("TINYSHAKESPEARE") : "data/tinyshakespeare.txt";
 }
 #define TOK_CASES "dev/tokenizer_cases"
 
