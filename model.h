@@ -3078,10 +3078,13 @@ static int fla_family(const Config* c, char* msg, size_t cap) {
     if (families <= 1) return family;
     size_t len = (size_t)snprintf(msg, cap, "fla has no model that mixes linear families (a model is one linear family "
                                   "plus attn layers), and this pattern has");
-    for (int mix = 1, listed = 0; mix < NUM_MIXER_IDS && len < cap; mix++) {
-        int count = 0;
-        for (int l = 0; l < c->n_layer; l++) count += c->pattern[l] == mix;
-        if (!count) continue;
+    for (int first_layer = 0, listed = 0; first_layer < c->n_layer && len < cap; first_layer++) { // in order of appearance
+        int mix = c->pattern[first_layer], count = 0, earlier = 0;
+        for (int l = 0; l < c->n_layer; l++) {
+            count += c->pattern[l] == mix;
+            earlier |= l < first_layer && c->pattern[l] == mix;
+        }
+        if (mix == MIXER_ATTN || earlier) continue;
         len += (size_t)snprintf(msg + len, cap - len, "%s %s at layer%s", listed++ ? ";" : "", MIXER_NAMES[mix], count > 1 ? "s" : "");
         for (int l = 0, first = 1; l < c->n_layer && len < cap; l++)
             if (c->pattern[l] == mix) { len += (size_t)snprintf(msg + len, cap - len, "%s %d", first ? "" : ",", l); first = 0; }
