@@ -3398,7 +3398,11 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
                "elementwise_affine must be true (norms with weights)");
     FLA_TRY(fla_number(j, "hidden_ratio", family == MIXER_RETNET ? 2 : 4, &hidden_ratio));
     FLA_TRY(fla_int(j, "intermediate_size", 0, 1, 65536, &I));
-    if (!I) I = ((int)(d * hidden_ratio * 2 / 3) + 255) / 256 * 256; // fla's GatedMLP rule
+    if (!I) { // fla's GatedMLP rule: int(d * hidden_ratio * 2/3) rounded up to a multiple of 256
+        double rule = d * hidden_ratio * 2 / 3;
+        FLA_REFUSE(!(rule >= 0 && rule <= 65536), "hidden_ratio %g gives an MLP outside [1, 65536]", hidden_ratio);
+        I = ((int)rule + 255) / 256 * 256;
+    }
     FLA_TRY(fla_bool(j, "tie_word_embeddings", 0, &tie));
     FLA_TRY(fla_number(j, "norm_eps", 1e-6, &eps));
     FLA_REFUSE(!(eps > 0 && eps < 1), "norm_eps %g outside (0, 1)", eps);
