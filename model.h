@@ -3283,6 +3283,9 @@ static void fla_export(const char* ckpt, const char* dir) {
 
 // ---- import: config.json -> Config (dev/fla_names.md §3: what is refused)
 
+#define FLA_TRY(call) do { const char* why_ = (call); if (why_) return why_; } while (0)
+#define FLA_REFUSE(cond, ...) do { if (cond) return error_message(__VA_ARGS__); } while (0)
+
 // A config field: its node, or -1 when absent or null (fla's default then applies).
 static int fla_field(const Json* j, const char* key) {
     int v = json_member(j, 0, key);
@@ -3320,6 +3323,13 @@ static const char* fla_string(const Json* j, const char* key, const char* def, c
     if (j->nodes[v].type != JSON_STRING) return error_message("%s must be a string", key);
     *out = j->nodes[v].text;
     return NULL;
+}
+
+// a boolean field (fla's default def) whose only implemented value is `want`, else `refusal`
+static const char* fla_bool_is(const Json* j, const char* key, int def, int want, const char* refusal) {
+    int flag;
+    FLA_TRY(fla_bool(j, key, def, &flag));
+    return flag == want ? NULL : refusal;
 }
 
 // size = d * ratio as fla computes it, which must be a whole number
@@ -3369,9 +3379,6 @@ static const char* fla_attn_specs(const Json* j, Config* c) {
     return NULL;
 }
 
-#define FLA_TRY(call) do { const char* why_ = (call); if (why_) return why_; } while (0)
-#define FLA_REFUSE(cond, ...) do { if (cond) return error_message(__VA_ARGS__); } while (0)
-
 // The C config of an fla config.json (its parsed tree j) or a message naming the first field the C
 // program does not implement; *fuse_norm = the field that names GLA's and RetNet's gated norm.
 // Sizes of families absent from the model are the trainers' defaults (model_flag_defaults), so
@@ -3419,16 +3426,14 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
     c->norm_eps = (float)eps;
     for (int l = 0; l < L; l++) c->pattern[l] = family;
 
-    int H, kv, flag;
+    int H, kv;
     double x, y;
     const char* text;
     if (family == MIXER_ATTN) { // fla's Transformer: the attention settings at the top level
         FLA_TRY(fla_int(j, "num_heads", 32, 1, 65536, &H));
         FLA_TRY(fla_int(j, "num_kv_heads", H, 1, 65536, &kv));
-        FLA_TRY(fla_bool(j, "qkv_bias", 0, &flag));
-        FLA_REFUSE(flag, "qkv_bias (biases on q, k, v) is not implemented");
-        FLA_TRY(fla_bool(j, "qk_norm", 0, &flag));
-        FLA_REFUSE(flag, "qk_norm is not implemented");
+        FLA_TRY(fla_bool_is(j, "qkv_bias", 0, 0, "qkv_bias (biases on q, k, v) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "qk_norm", 0, 0, "qk_norm is not implemented"));
         FLA_REFUSE(fla_field(j, "window_size") >= 0, "window_size (sliding-window attention) is not implemented");
         FLA_REFUSE(json_member(j, 0, "rope_theta") >= 0 && fla_field(j, "rope_theta") < 0, "rope_theta null (no RoPE) is not implemented");
         FLA_TRY(fla_number(j, "rope_theta", 10000, &x));
@@ -3449,18 +3454,15 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
         FLA_REFUSE(kv != H, "GLA num_kv_heads %d != num_heads %d (grouped keys/values) is not implemented", kv, H);
         FLA_TRY(fla_string(j, "feature_map", NULL, &text));
         FLA_REFUSE(text, "GLA feature_map '%.40s' is not implemented (only null)", text);
-        FLA_TRY(fla_bool(j, "use_short_conv", 0, &flag));
-        FLA_REFUSE(flag, "GLA use_short_conv (short convolutions) is not implemented");
-        FLA_TRY(fla_bool(j, "use_output_gate", 1, &flag));
-        FLA_REFUSE(!flag, "GLA without the output gate (use_output_gate false) is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "GLA use_short_conv (short convolutions) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_output_gate", 1, 1, "GLA without the output gate (use_output_gate false) is not implemented"));
         FLA_REFUSE(fla_field(j, "clamp_min") >= 0, "GLA clamp_min is not implemented");
         c->gla_heads = H;
     } else if (family == MIXER_HGRN) {
         FLA_REFUSE(json_member(j, 0, "expand_ratio") >= 0 && fla_field(j, "expand_ratio") < 0, "HGRN expand_ratio must be a number");
         FLA_TRY(fla_number(j, "expand_ratio", 1, &x));
         FLA_TRY(fla_scaled(d, x, "expand_ratio", &c->hgrn_dim));
-        FLA_TRY(fla_bool(j, "use_short_conv", 0, &flag));
-        FLA_REFUSE(flag, "HGRN use_short_conv (short convolutions) is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "HGRN use_short_conv (short convolutions) is not implemented"));
         FLA_TRY(fla_bool(j, "use_lower_bound", 1, &c->use_lower_bound));
         FLA_REFUSE(c->use_lower_bound && c->hgrn_dim != d, "HGRN expand_ratio must be 1 with use_lower_bound (the bounds are (L, d))");
     } else if (family == MIXER_HGRN2) { // fla: num_heads = d / expand_ratio when expand_ratio is set, else expand_ratio = d / num_heads
@@ -3473,8 +3475,7 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
             FLA_TRY(fla_int(j, "expand_ratio", 128, 1, 65536, &E));
         }
         FLA_REFUSE(d % E, "HGRN2 expand_ratio %d must divide hidden_size %d", E, d);
-        FLA_TRY(fla_bool(j, "use_short_conv", 0, &flag));
-        FLA_REFUSE(flag, "HGRN2 use_short_conv (short convolutions) is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "HGRN2 use_short_conv (short convolutions) is not implemented"));
         FLA_TRY(fla_bool(j, "use_lower_bound", 1, &c->use_lower_bound));
         c->hgrn2_heads = d / E;
     } else if (family == MIXER_RETNET) {
@@ -3486,8 +3487,7 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
         FLA_REFUSE(kv != H, "RetNet num_kv_heads %d != num_heads %d is not implemented", kv, H);
         FLA_TRY(fla_string(j, "feature_map", NULL, &text));
         FLA_REFUSE(text, "RetNet feature_map '%.40s' is not implemented (only null)", text);
-        FLA_TRY(fla_bool(j, "use_output_gate", 1, &flag));
-        FLA_REFUSE(!flag, "RetNet without the output gate (use_output_gate false) is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_output_gate", 1, 1, "RetNet without the output gate (use_output_gate false) is not implemented"));
         FLA_REFUSE(c->rope_theta != 10000.0f, "attn.rope_theta %g beside RetNet layers (fla's RetNet has 10000; "
                    "the C model has one RoPE base for both)", c->rope_theta);
         c->retnet_heads = H;
@@ -3496,14 +3496,10 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
         FLA_TRY(fla_number(j, "expand_k", 1.0, &x));
         FLA_TRY(fla_number(j, "expand_v", 1.0, &y));
         FLA_REFUSE(x != 1.0 || y != 1.0, "DeltaNet expand_k %g / expand_v %g: only 1 is implemented", x, y);
-        FLA_TRY(fla_bool(j, "use_gate", 0, &flag));
-        FLA_REFUSE(flag, "DeltaNet use_gate (an output gate) is not implemented");
-        FLA_TRY(fla_bool(j, "use_beta", 1, &flag));
-        FLA_REFUSE(!flag, "DeltaNet without beta (use_beta false) is not implemented");
-        FLA_TRY(fla_bool(j, "use_short_conv", 1, &flag));
-        FLA_REFUSE(!flag, "DeltaNet without short convolutions (use_short_conv false) is not implemented");
-        FLA_TRY(fla_bool(j, "allow_neg_eigval", 0, &flag));
-        FLA_REFUSE(flag, "allow_neg_eigval is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_gate", 0, 0, "DeltaNet use_gate (an output gate) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_beta", 1, 1, "DeltaNet without beta (use_beta false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 1, 1, "DeltaNet without short convolutions (use_short_conv false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "allow_neg_eigval", 0, 0, "allow_neg_eigval is not implemented"));
         FLA_TRY(fla_string(j, "qk_norm", "l2", &text));
         FLA_REFUSE(strcmp(text, "l2"), "DeltaNet qk_norm '%.40s' is not implemented (only l2)", text);
         FLA_TRY(fla_string(j, "qk_activation", "silu", &text));
@@ -3518,12 +3514,9 @@ static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
         FLA_REFUSE(kv != H, "Gated DeltaNet num_v_heads %d != num_heads %d (grouped value heads) is not implemented", kv, H);
         FLA_TRY(fla_number(j, "expand_v", 2.0, &x));
         FLA_REFUSE(x != floor(x) || x < 1 || x > 16, "Gated DeltaNet expand_v %g: only whole numbers in [1, 16] are implemented", x);
-        FLA_TRY(fla_bool(j, "use_gate", 1, &flag));
-        FLA_REFUSE(!flag, "Gated DeltaNet without the output gate (use_gate false) is not implemented");
-        FLA_TRY(fla_bool(j, "use_short_conv", 1, &flag));
-        FLA_REFUSE(!flag, "Gated DeltaNet without short convolutions (use_short_conv false) is not implemented");
-        FLA_TRY(fla_bool(j, "allow_neg_eigval", 0, &flag));
-        FLA_REFUSE(flag, "allow_neg_eigval is not implemented");
+        FLA_TRY(fla_bool_is(j, "use_gate", 1, 1, "Gated DeltaNet without the output gate (use_gate false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 1, 1, "Gated DeltaNet without short convolutions (use_short_conv false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "allow_neg_eigval", 0, 0, "allow_neg_eigval is not implemented"));
         FLA_TRY(fla_string(j, "output_gate_activation", "swish", &text));
         FLA_REFUSE(strcmp(text, "swish") && strcmp(text, "silu"), "Gated DeltaNet output_gate_activation '%.40s' is not "
                    "implemented (only swish)", text);

@@ -2701,20 +2701,20 @@ static void test_fla(const char* dir) {
                            "tensor 'lm_head.weight': data_offsets");
     fla_check_file_refused(dir, "8 bytes too many", NULL, NULL, size + 8, -1, NULL, 0,
                            "(8 bytes no tensor holds)");
-    fla_check_file_refused(dir, "dtype F64", "\"F32\"", "\"F64\"", -1, -1, NULL, 0,
-                           "tensor 'model.embeddings.weight': dtype 'F64' is not one this program reads (F32, BF16, F16)");
-    fla_check_file_refused(dir, "dtype I32", "\"F32\"", "\"I32\"", -1, -1, NULL, 0, "dtype 'I32' is not one");
-    fla_check_file_refused(dir, "shape x dtype != bytes", "[256,32]", "[256,31]", -1, -1, NULL, 0,
-                           "shape (256, 31) of F32 needs 31744 bytes, its data_offsets [0, 32768] hold 32768");
-    fla_check_file_refused(dir, "overlapping tensors", "[32768,32896]", "[32764,32892]", -1, -1, NULL, 0,
-                           "tensor 'model.layers.0.attn_norm.weight' (bytes [32764, 32892]) overlaps tensor 'model.embeddings.weight'");
-    fla_check_file_refused(dir, "a gap", "[32768,32896]", "[32772,32900]", -1, -1, NULL, 0,
-                           "the data has 4 bytes no tensor holds, before tensor 'model.layers.0.attn_norm.weight'");
-    fla_check_file_refused(dir, "offsets reversed", "[32768,32896]", "[32896,32768]", -1, -1, NULL, 0, "end before they begin");
-    fla_check_file_refused(dir, "a duplicate name", "layers.0.attn.k_proj", "layers.0.attn.q_proj", -1, -1, NULL, 0,
-                           "has the key \"model.layers.0.attn.q_proj.weight\" twice");
-    fla_check_file_refused(dir, "metadata not a string", "\"pt\"", "1234", -1, -1, NULL, 0, "__metadata__ \"format\" is not a string");
-    fla_check_file_refused(dir, "an unknown tensor field", "\"shape\"", "\"shapf\"", -1, -1, NULL, 0, "unknown field \"shapf\"");
+    static const char* damaged[][4] = { // what, the header text replaced (the same length), by what, the message
+        {"dtype F64", "\"F32\"", "\"F64\"", "tensor 'model.embeddings.weight': dtype 'F64' is not one this program reads (F32, BF16, F16)"},
+        {"dtype I32", "\"F32\"", "\"I32\"", "dtype 'I32' is not one"},
+        {"shape x dtype != bytes", "[256,32]", "[256,31]", "shape (256, 31) of F32 needs 31744 bytes, its data_offsets [0, 32768] hold 32768"},
+        {"overlapping tensors", "[32768,32896]", "[32764,32892]",
+         "tensor 'model.layers.0.attn_norm.weight' (bytes [32764, 32892]) overlaps tensor 'model.embeddings.weight'"},
+        {"a gap", "[32768,32896]", "[32772,32900]", "the data has 4 bytes no tensor holds, before tensor 'model.layers.0.attn_norm.weight'"},
+        {"offsets reversed", "[32768,32896]", "[32896,32768]", "end before they begin"},
+        {"a duplicate name", "layers.0.attn.k_proj", "layers.0.attn.q_proj", "has the key \"model.layers.0.attn.q_proj.weight\" twice"},
+        {"metadata not a string", "\"pt\"", "1234", "__metadata__ \"format\" is not a string"},
+        {"an unknown tensor field", "\"shape\"", "\"shapf\"", "unknown field \"shapf\""},
+    };
+    for (size_t k = 0; k < sizeof(damaged) / sizeof(damaged[0]); k++)
+        fla_check_file_refused(dir, damaged[k][0], damaged[k][1], damaged[k][2], -1, -1, NULL, 0, damaged[k][3]);
 
     // export refuses what fla cannot express: two linear families; GLA gate rank != 16
     char cmd[3 * PATH_CAP], log[PATH_CAP];
