@@ -3668,7 +3668,7 @@ static void fla_import(const char* dir, const char* out) {
         FlaTensor t;
         fla_tensor(&specs[k], fuse_norm, &t);
         FlaEntry* e = fla_files_find(&files, t.name);
-        if (!e) fail("'%s' has no tensor '%s' (the C model's '%s'; config.json implies it)", files.paths[0], t.name, specs[k].name);
+        if (!e) fail("'%s' has no tensor '%s' (the C model's '%s'; config.json implies it)", dir, t.name, specs[k].name);
         fla_tensor_load(e, &t, params + specs[k].offset);
         e->used = 1;
         dtypes[e->t->dtype]++;
