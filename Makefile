@@ -2,7 +2,7 @@
 #   make train      build, prepare Tiny Shakespeare if missing, train the default model (~10 min, 2 cores)
 #   make test       build and run the test suite
 #   make test-sanitize  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make fuzz       libFuzzer on the checkpoint, tokenizer and shard readers (clang; FUZZ_SECONDS each)
+#   make fuzz       libFuzzer on the checkpoint, tokenizer, shard and safetensors/config.json readers (clang; FUZZ_SECONDS each)
 #   make data-gpt2  Tiny Shakespeare with GPT-2's tokenizer (GPT2_DIR=folder of encoder.json + vocab.bpe)
 #   make data-bpe   Tiny Shakespeare with a BPE tokenizer learned from it (BPE_VOCAB=2048)
 #   NO_OMP=1        build without OpenMP
@@ -97,7 +97,7 @@ test-sanitize: $(SAN_BINS)
 # leaves its input as build/fuzz/crash-*; replay it with build/fuzz/<reader> <file>.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_READERS = checkpoint tokenizer shard
+FUZZ_READERS = checkpoint tokenizer shard safetensors
 FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 build/fuzz/%: dev/fuzz/fuzz_%.c model.h
 	@mkdir -p build/fuzz

@@ -14,6 +14,8 @@
  *   the training run .................. the trainers' flags, config from flags, checks before step 0,
  *                                       SIGINT / SIGTERM, sampling
  *   using a trained model ............. the generate / eval / logits commands' flags and inputs
+ *   safetensors and fla's config.json . export / import of fla / Hugging Face models: a strict JSON
+ *                                       parser, the safetensors reader and writer, the name map
  *   reference dumps ................... what dev/reference.py writes, read by the test programs
  *
  * All files are little-endian and start with a header of 256 int32.
@@ -2036,15 +2038,19 @@ typedef struct {
 #define RUN_FLAG_MODEL 1  // Flag.group of the flags that define the model (stored in the checkpoint)
 
 // Parses the trainers' flags into r (defaults first), with their cross-checks.
-static void run_flags_parse(RunFlags* r, int argc, char** argv, const char* summary) {
-    memset(r, 0, sizeof(*r));
-    // the default model: d 128, 4 layers, GLA 3:1; the other linear families at fla's defaults scaled
-    // to d = 128: HGRN width d (expand ratio 1); HGRN2 head dim 128 (1 head); RetNet 4 heads (K = 32,
-    // V = 64); DeltaNet 2 heads (K = V = 64); GDN H·K = 0.75 d (3 heads of 32), V = 2K; short convs
-    // of 4; HGRN lower bounds on
+// The default model: d 128, 4 layers, GLA 3:1; the other linear families at fla's defaults scaled
+// to d = 128: HGRN width d (expand ratio 1); HGRN2 head dim 128 (1 head); RetNet 4 heads (K = 32,
+// V = 64); DeltaNet 2 heads (K = V = 64); GDN H·K = 0.75 d (3 heads of 32), V = 2K; short convs
+// of 4; HGRN lower bounds on. (`import` fills the sizes of families absent from a model with these.)
+static void model_flag_defaults(RunFlags* r) {
     r->d_model = 128; r->n_layer = 4; r->gla_heads = 2; r->attn_heads = 4; r->tie = 1; r->pattern = "gla:3";
     r->expand_k = 0.5f; r->expand_v = 1.0f; r->hgrn2_heads = 1; r->retnet_heads = 4; r->deltanet_heads = 2;
     r->gdn_heads = 3; r->gdn_head_dim = 32; r->gdn_expand_v = 2; r->conv_size = 4; r->lower_bound = 1;
+}
+
+static void run_flags_parse(RunFlags* r, int argc, char** argv, const char* summary) {
+    memset(r, 0, sizeof(*r));
+    model_flag_defaults(r);
     r->train_glob = "data/tinyshakespeare/tiny_shakespeare_train.bin";
     r->val_glob = "data/tinyshakespeare/tiny_shakespeare_val.bin";
     r->tok_path = "data/tokenizer_bytes.bin"; r->out_dir = "out"; r->prompt = "\n";
@@ -2112,8 +2118,8 @@ static const Flag* run_flag(const RunFlags* r, const char* name) {
     fail("run_flag: no flag '%s'", name);
 }
 
-// The model's config from the flags (a new run); bad combinations are usage errors.
-static void config_from_flags(const RunFlags* r, int vocab_size, Config* c, const char* prog) {
+// The sizes of the config from the model flags (everything but the pattern), unchecked.
+static void config_sizes_from_flags(const RunFlags* r, int vocab_size, Config* c) {
     memset(c, 0, sizeof(*c));
     c->vocab_size = vocab_size;
     c->d_model = r->d_model;
@@ -2138,6 +2144,11 @@ static void config_from_flags(const RunFlags* r, int vocab_size, Config* c, cons
     c->gdn_expand_v = r->gdn_expand_v;
     c->conv_size = r->conv_size;
     c->use_lower_bound = r->lower_bound;
+}
+
+// The model's config from the flags (a new run); bad combinations are usage errors.
+static void config_from_flags(const RunFlags* r, int vocab_size, Config* c, const char* prog) {
+    config_sizes_from_flags(r, vocab_size, c);
     const char* bad = parse_pattern(r->pattern, r->n_layer, c->pattern);
     if (bad) usage_error(prog, "--pattern '%s': %s", r->pattern, bad);
     bad = validate_config(c);
@@ -2502,6 +2513,1218 @@ static int parse_ids(const char* text, int V, int** ids) {
     }
     if (n == 0) fail("--ids holds no token id");
     return n;
+}
+
+// ----------------------------------------------------------------------------
+// safetensors and fla's config.json: models exchanged with flash-linear-attention (fla) and
+// Hugging Face transformers (dev/fla_names.md maps every name, shape and config field)
+//   export  -c CKPT -o DIR    DIR/model.safetensors (float32, fla's names and shapes) + DIR/config.json
+//   import  -i DIR -o FILE    a C model file from DIR/config.json and DIR/model.safetensors (or the
+//                             shards of DIR/model.safetensors.index.json); F32, BF16 or F16 tensors
+// The readers' cores (json_parse, safetensors_parse, fla_config_parse) never exit, so that the tests
+// and dev/fuzz/fuzz_safetensors.c can call them.
+
+// ---- JSON: a strict parser (RFC 8259) into a tree of nodes
+
+typedef enum { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+
+typedef struct {
+    JsonType type;
+    int boolean;
+    double number;
+    const char* text;  // a string's decoded UTF-8 (NUL-terminated: \u0000 is refused)
+    const char* key;   // a member of an object: its key; else NULL
+    int first, next;   // first child of an array or object, next sibling; -1 when none
+    int count;         // children of an array or object
+} JsonNode;
+
+typedef struct {
+    JsonNode* nodes;  // nodes[0] is the root
+    int n, cap;
+    char* strings;    // the decoded strings, each NUL-terminated (never longer than their source)
+    size_t used;
+} Json;
+
+#define JSON_MAX_DEPTH 64  // deeper nesting is refused (the parser recurses)
+
+typedef struct {
+    const unsigned char* s;
+    size_t n, i;
+    Json* j;
+} JsonParser;
+
+// "at line L, column C (byte B): <why>" for the parser's position
+static const char* json_error(const JsonParser* p, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char* json_error(const JsonParser* p, const char* fmt, ...) {
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    int line = 1, column = 1;
+    for (size_t k = 0; k < p->i && k < p->n; k++) {
+        if (p->s[k] == '\n') { line++; column = 1; } else column++;
+    }
+    return error_message("at line %d, column %d (byte %zu): %s", line, column, p->i, why);
+}
+
+// what the parser sees: "'x'", "byte 0x07" or "the end of the text"
+static const char* json_found(const JsonParser* p, char out[32]) {
+    if (p->i >= p->n) return "the end of the text";
+    unsigned char c = p->s[p->i];
+    if (c >= 0x20 && c < 0x7f) snprintf(out, 32, "'%c'", c);
+    else snprintf(out, 32, "byte 0x%02x", c);
+    return out;
+}
+
+static void json_skip_space(JsonParser* p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
+}
+
+static int json_new_node(Json* j, JsonType type) {
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 64;
+        j->nodes = (JsonNode*)realloc(j->nodes, (size_t)j->cap * sizeof(JsonNode));
+        if (!j->nodes) fail("out of memory parsing JSON");
+    }
+    JsonNode* v = &j->nodes[j->n];
+    memset(v, 0, sizeof(*v));
+    v->type = type;
+    v->first = v->next = -1;
+    return j->n++;
+}
+
+// The length of the UTF-8 sequence at s[0..n), 0 when it is not well formed (overlong forms,
+// surrogates and code points above U+10FFFF are not).
+static int utf8_length(const unsigned char* s, size_t n) {
+    unsigned c = s[0];
+    int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    if (len == 0 || (size_t)len > n) return 0;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    static const uint32_t smallest[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < smallest[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+static int json_hex4(const unsigned char* s, uint32_t* out) {
+    *out = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned c = s[k];
+        int digit = c >= '0' && c <= '9' ? (int)(c - '0') : c >= 'a' && c <= 'f' ? (int)(c - 'a' + 10)
+                  : c >= 'A' && c <= 'F' ? (int)(c - 'A' + 10) : -1;
+        if (digit < 0) return 0;
+        *out = *out << 4 | (uint32_t)digit;
+    }
+    return 1;
+}
+
+// A string at p->i (its opening quote), decoded into j->strings; *text = the decoded string.
+static const char* json_parse_string(JsonParser* p, const char** text) {
+    char* out = p->j->strings + p->j->used;
+    size_t len = 0;
+    p->i++;
+    for (;;) {
+        if (p->i >= p->n) return json_error(p, "the string is not closed (no '\"' before the end of the text)");
+        unsigned char c = p->s[p->i];
+        if (c == '"') { p->i++; break; }
+        if (c < 0x20) return json_error(p, "control character 0x%02x inside a string (write it as an escape)", c);
+        if (c == '\\') {
+            if (p->i + 1 >= p->n) return json_error(p, "the string is not closed (it ends in a backslash)");
+            unsigned char e = p->s[p->i + 1];
+            const char* simple = strchr("\"\\/bfnrt", e);
+            if (e && simple) {
+                out[len++] = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+                p->i += 2;
+                continue;
+            }
+            if (e != 'u') return json_error(p, "unknown escape '\\%c' in a string", e >= 0x20 && e < 0x7f ? e : '?');
+            uint32_t cp, low;
+            if (p->i + 6 > p->n || !json_hex4(p->s + p->i + 2, &cp)) return json_error(p, "'\\u' needs 4 hex digits");
+            p->i += 6;
+            if (cp >= 0xdc00 && cp <= 0xdfff) return json_error(p, "a low surrogate \\u%04x without its high one", cp);
+            if (cp >= 0xd800 && cp <= 0xdbff) { // a UTF-16 surrogate pair: \uD8xx\uDCxx
+                if (p->i + 6 > p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' || !json_hex4(p->s + p->i + 2, &low) ||
+                    low < 0xdc00 || low > 0xdfff)
+                    return json_error(p, "a high surrogate \\u%04x not followed by a low one", cp);
+                p->i += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+            }
+            if (cp == 0) return json_error(p, "\\u0000 (a NUL character) inside a string is not accepted");
+            if (cp < 0x80) out[len++] = (char)cp;
+            else if (cp < 0x800) { out[len++] = (char)(0xc0 | cp >> 6); out[len++] = (char)(0x80 | (cp & 0x3f)); }
+            else if (cp < 0x10000) {
+                out[len++] = (char)(0xe0 | cp >> 12);
+                out[len++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                out[len++] = (char)(0x80 | (cp & 0x3f));
+            } else {
+                out[len++] = (char)(0xf0 | cp >> 18);
+                out[len++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+                out[len++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                out[len++] = (char)(0x80 | (cp & 0x3f));
+            }
+            continue;
+        }
+        int k = utf8_length(p->s + p->i, p->n - p->i);
+        if (!k) return json_error(p, "invalid UTF-8 inside a string");
+        memcpy(out + len, p->s + p->i, (size_t)k);
+        len += (size_t)k;
+        p->i += (size_t)k;
+    }
+    out[len] = 0;
+    p->j->used += len + 1;
+    *text = out;
+    return NULL;
+}
+
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? at p->i
+static const char* json_parse_number(JsonParser* p, double* x) {
+    size_t start = p->i;
+    const unsigned char* s = p->s;
+#define DIGITS() while (p->i < p->n && s[p->i] >= '0' && s[p->i] <= '9') p->i++
+    if (s[p->i] == '-') p->i++;
+    if (p->i < p->n && s[p->i] == '0') p->i++;
+    else if (p->i < p->n && s[p->i] >= '1' && s[p->i] <= '9') { DIGITS(); }
+    else return json_error(p, "a number needs a digit after its sign");
+    if (p->i < p->n && s[p->i] == '.') {
+        p->i++;
+        if (p->i >= p->n || s[p->i] < '0' || s[p->i] > '9') return json_error(p, "a number needs digits after its '.'");
+        DIGITS();
+    }
+    if (p->i < p->n && (s[p->i] == 'e' || s[p->i] == 'E')) {
+        p->i++;
+        if (p->i < p->n && (s[p->i] == '+' || s[p->i] == '-')) p->i++;
+        if (p->i >= p->n || s[p->i] < '0' || s[p->i] > '9') return json_error(p, "a number needs digits in its exponent");
+        DIGITS();
+    }
+#undef DIGITS
+    char buf[64];
+    if (p->i - start >= sizeof(buf)) { p->i = start; return json_error(p, "a number of more than 63 characters"); }
+    memcpy(buf, s + start, p->i - start);
+    buf[p->i - start] = 0;
+    *x = strtod(buf, NULL);
+    if (!isfinite(*x)) { p->i = start; return json_error(p, "the number %s is out of range", buf); }
+    return NULL;
+}
+
+static int json_key_order(const void* a, const void* b) { return strcmp(*(const char* const*)a, *(const char* const*)b); }
+
+static const char* json_parse_value(JsonParser* p, int depth, int* out);
+
+// an array or object at p->i (its '[' or '{'): the children, linked in order; an object's keys unique
+static const char* json_parse_container(JsonParser* p, int depth, int node) {
+    int is_object = p->s[p->i] == '{', last = -1;
+    char close = is_object ? '}' : ']', seen[32];
+    p->i++;
+    json_skip_space(p);
+    if (p->i < p->n && p->s[p->i] == close) { p->i++; return NULL; }
+    for (;;) {
+        const char* key = NULL;
+        if (is_object) {
+            json_skip_space(p);
+            if (p->i >= p->n || p->s[p->i] != '"') return json_error(p, "expected a member's key (a string), found %s", json_found(p, seen));
+            const char* bad = json_parse_string(p, &key);
+            if (bad) return bad;
+            json_skip_space(p);
+            if (p->i >= p->n || p->s[p->i] != ':') return json_error(p, "expected ':' after the key \"%.60s\", found %s", key, json_found(p, seen));
+            p->i++;
+        }
+        int child;
+        const char* bad = json_parse_value(p, depth + 1, &child);
+        if (bad) return bad;
+        p->j->nodes[child].key = key;
+        if (last < 0) p->j->nodes[node].first = child;
+        else p->j->nodes[last].next = child;
+        last = child;
+        p->j->nodes[node].count++;
+        json_skip_space(p);
+        if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+        if (p->i < p->n && p->s[p->i] == close) { p->i++; break; }
+        return json_error(p, "expected ',' or '%c' in the %s, found %s", close, is_object ? "object" : "array", json_found(p, seen));
+    }
+    if (!is_object) return NULL;
+    int count = p->j->nodes[node].count; // duplicate keys: sort a copy of them, compare neighbours
+    const char** keys = (const char**)malloc_check((size_t)count * sizeof(char*));
+    int k = 0;
+    for (int c = p->j->nodes[node].first; c >= 0; c = p->j->nodes[c].next) keys[k++] = p->j->nodes[c].key;
+    qsort(keys, (size_t)count, sizeof(char*), json_key_order);
+    const char* dup = NULL;
+    for (k = 1; k < count && !dup; k++) if (strcmp(keys[k - 1], keys[k]) == 0) dup = keys[k];
+    free(keys);
+    if (dup) return json_error(p, "the object that ends here has the key \"%.60s\" twice", dup);
+    return NULL;
+}
+
+static const char* json_parse_value(JsonParser* p, int depth, int* out) {
+    char seen[32];
+    if (depth > JSON_MAX_DEPTH) return json_error(p, "nesting deeper than %d levels", JSON_MAX_DEPTH);
+    json_skip_space(p);
+    if (p->i >= p->n) return json_error(p, "expected a value, found the end of the text");
+    unsigned char c = p->s[p->i];
+    static const char* literals[3] = {"null", "false", "true"};
+    for (int k = 0; k < 3; k++) {
+        size_t len = strlen(literals[k]);
+        if (c == literals[k][0]) {
+            if (p->n - p->i < len || memcmp(p->s + p->i, literals[k], len) != 0)
+                return json_error(p, "expected '%s'", literals[k]);
+            *out = json_new_node(p->j, k == 0 ? JSON_NULL : JSON_BOOL);
+            p->j->nodes[*out].boolean = k == 2;
+            p->i += len;
+            return NULL;
+        }
+    }
+    if (c == '"') {
+        const char* text;
+        const char* bad = json_parse_string(p, &text);
+        if (bad) return bad;
+        *out = json_new_node(p->j, JSON_STRING);
+        p->j->nodes[*out].text = text;
+        return NULL;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        double x = 0;
+        const char* bad = json_parse_number(p, &x);
+        if (bad) return bad;
+        *out = json_new_node(p->j, JSON_NUMBER);
+        p->j->nodes[*out].number = x;
+        return NULL;
+    }
+    if (c == '[' || c == '{') {
+        *out = json_new_node(p->j, c == '[' ? JSON_ARRAY : JSON_OBJECT);
+        return json_parse_container(p, depth, *out);
+    }
+    return json_error(p, "expected a value, found %s", json_found(p, seen));
+}
+
+static void json_free(Json* j) {
+    free(j->nodes);
+    free(j->strings);
+    memset(j, 0, sizeof(*j));
+}
+
+// Parses text[0..n) (one value, whitespace around it) into j (json_free it, also after an error).
+// Returns NULL or a message with the line, column and byte of the problem.
+static const char* json_parse(Json* j, const unsigned char* text, size_t n) {
+    memset(j, 0, sizeof(*j));
+    j->strings = (char*)malloc_check(n + 1);
+    JsonParser p = {text, n, 0, j};
+    int root;
+    const char* bad = json_parse_value(&p, 0, &root);
+    if (bad) return bad;
+    json_skip_space(&p);
+    char seen[32];
+    if (p.i < n) return json_error(&p, "expected the end of the text after the value, found %s", json_found(&p, seen));
+    return NULL;
+}
+
+// the member `key` of object node obj, or -1
+static int json_member(const Json* j, int obj, const char* key) {
+    for (int c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next)
+        if (strcmp(j->nodes[c].key, key) == 0) return c;
+    return -1;
+}
+
+// whether a node is a whole number in [lo, hi]
+static int json_is_int(const Json* j, int v, double lo, double hi) {
+    double x = j->nodes[v].number;
+    return j->nodes[v].type == JSON_NUMBER && x == floor(x) && x >= lo && x <= hi;
+}
+
+// ---- safetensors: 8 bytes little-endian header length N, N bytes of JSON header (padded with spaces),
+// then the tensors' bytes. Header: {"__metadata__": {string: string}, NAME: {"dtype": "F32", "shape":
+// [..], "data_offsets": [begin, end]}, ...}, offsets relative to the data, which the tensors must
+// cover exactly, without gaps or overlaps.
+
+#define SAFETENSORS_MAX_DIMS 8
+#define SAFETENSORS_MAX_HEADER (100u << 20)  // the safetensors library's own bound
+enum { SAFE_F32, SAFE_BF16, SAFE_F16, NUM_SAFE_DTYPES };
+static const char* SAFE_DTYPE_NAMES[NUM_SAFE_DTYPES] = {"F32", "BF16", "F16"};
+static const int SAFE_DTYPE_BYTES[NUM_SAFE_DTYPES] = {4, 2, 2};
+
+typedef struct {
+    const char* name;             // in the parsed header
+    int dtype;                    // SAFE_*
+    int ndim;
+    int64_t shape[SAFETENSORS_MAX_DIMS];
+    size_t numel;
+    const unsigned char* bytes;   // numel elements of dtype, inside the file's data
+} SafeTensor;
+
+typedef struct {
+    Json header;
+    SafeTensor* tensors;  // in header order
+    int n;
+} SafeTensors;
+
+static void safetensors_free(SafeTensors* st) {
+    json_free(&st->header);
+    free(st->tensors);
+    memset(st, 0, sizeof(*st));
+}
+
+// "(2, 3)"
+static void format_shape(char* out, size_t cap, const int64_t* shape, int ndim) {
+    size_t len = (size_t)snprintf(out, cap, "(");
+    for (int k = 0; k < ndim && len < cap; k++) len += (size_t)snprintf(out + len, cap - len, "%s%lld", k ? ", " : "", (long long)shape[k]);
+    if (len < cap) snprintf(out + len, cap - len, "%s)", ndim == 1 ? "," : "");
+}
+
+typedef struct { size_t begin, end; int index; } SafeSpan;
+static int safe_span_order(const void* a, const void* b) {
+    const SafeSpan *x = (const SafeSpan*)a, *y = (const SafeSpan*)b;
+    return x->begin != y->begin ? (x->begin < y->begin ? -1 : 1) : x->end != y->end ? (x->end < y->end ? -1 : 1) : 0;
+}
+
+// One tensor's header entry (node v, named name) -> t; begin/end its data offsets.
+static const char* safetensor_entry(const Json* j, int v, const char* name, SafeTensor* t, size_t* begin, size_t* end) {
+    if (j->nodes[v].type != JSON_OBJECT) return error_message("tensor '%.80s': its header entry is not an object", name);
+    for (int c = j->nodes[v].first; c >= 0; c = j->nodes[c].next) {
+        const char* key = j->nodes[c].key;
+        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+            return error_message("tensor '%.80s': unknown field \"%.40s\" (a tensor has dtype, shape, data_offsets)", name, key);
+    }
+    int dt = json_member(j, v, "dtype"), sh = json_member(j, v, "shape"), off = json_member(j, v, "data_offsets");
+    if (dt < 0 || sh < 0 || off < 0)
+        return error_message("tensor '%.80s': no \"%s\"", name, dt < 0 ? "dtype" : sh < 0 ? "shape" : "data_offsets");
+    if (j->nodes[dt].type != JSON_STRING) return error_message("tensor '%.80s': dtype is not a string", name);
+    t->name = name;
+    t->dtype = -1;
+    for (int k = 0; k < NUM_SAFE_DTYPES; k++) if (strcmp(j->nodes[dt].text, SAFE_DTYPE_NAMES[k]) == 0) t->dtype = k;
+    if (t->dtype < 0)
+        return error_message("tensor '%.80s': dtype '%.20s' is not one this program reads (F32, BF16, F16)", name, j->nodes[dt].text);
+    if (j->nodes[sh].type != JSON_ARRAY || j->nodes[sh].count > SAFETENSORS_MAX_DIMS)
+        return error_message("tensor '%.80s': shape is not an array of at most %d sizes", name, SAFETENSORS_MAX_DIMS);
+    t->ndim = 0;
+    double numel = 1;
+    for (int c = j->nodes[sh].first; c >= 0; c = j->nodes[c].next) {
+        if (!json_is_int(j, c, 0, 4294967296.0)) return error_message("tensor '%.80s': a size in its shape is not a whole number in [0, 2^32]", name);
+        t->shape[t->ndim++] = (int64_t)j->nodes[c].number;
+        numel *= j->nodes[c].number;
+    }
+    int b = j->nodes[off].first;
+    if (j->nodes[off].type != JSON_ARRAY || j->nodes[off].count != 2 || !json_is_int(j, b, 0, 9007199254740992.0) ||
+        !json_is_int(j, j->nodes[b].next, 0, 9007199254740992.0))
+        return error_message("tensor '%.80s': data_offsets is not [begin, end] (two whole numbers)", name);
+    *begin = (size_t)j->nodes[b].number;
+    *end = (size_t)j->nodes[j->nodes[b].next].number;
+    if (*end < *begin) return error_message("tensor '%.80s': data_offsets [%zu, %zu] end before they begin", name, *begin, *end);
+    double want = numel * SAFE_DTYPE_BYTES[t->dtype];
+    char shape[128];
+    format_shape(shape, sizeof(shape), t->shape, t->ndim);
+    if (want != (double)(*end - *begin))
+        return error_message("tensor '%.80s': shape %s of %s needs %.0f bytes, its data_offsets [%zu, %zu] hold %zu",
+                             name, shape, SAFE_DTYPE_NAMES[t->dtype], want, *begin, *end, *end - *begin);
+    t->numel = (size_t)numel;
+    return NULL;
+}
+
+// Parses a whole safetensors file data[0..size) into st (safetensors_free it, also after an error):
+// header length, header JSON, every tensor's dtype (F32, BF16, F16), shape and offsets, and the
+// offsets covering the data exactly. Returns NULL or a message.
+static const char* safetensors_parse(SafeTensors* st, const unsigned char* data, size_t size) {
+    memset(st, 0, sizeof(*st));
+    if (size < 8) return error_message("too short to be a safetensors file (%zu bytes; the header length alone is 8)", size);
+    uint64_t header_len = 0;
+    for (int k = 7; k >= 0; k--) header_len = header_len << 8 | data[k];
+    if (header_len > size - 8)
+        return error_message("the header length %llu goes beyond the end of the file (%zu bytes after the length)",
+                             (unsigned long long)header_len, size - 8);
+    if (header_len > SAFETENSORS_MAX_HEADER) return error_message("the header length %llu is above 100 MiB", (unsigned long long)header_len);
+    const char* bad = json_parse(&st->header, data + 8, (size_t)header_len);
+    if (bad) {
+        char why[400]; // bad is in error_text, which error_message overwrites
+        snprintf(why, sizeof(why), "%s", bad);
+        return error_message("the header is not valid JSON: %s", why);
+    }
+    const Json* j = &st->header;
+    if (j->nodes[0].type != JSON_OBJECT) return error_message("the header is not a JSON object");
+    const unsigned char* base = data + 8 + header_len;
+    size_t data_size = size - 8 - (size_t)header_len;
+    st->tensors = (SafeTensor*)calloc_check((size_t)j->nodes[0].count, sizeof(SafeTensor));
+    SafeSpan* spans = (SafeSpan*)calloc_check((size_t)j->nodes[0].count, sizeof(SafeSpan));
+    for (int v = j->nodes[0].first; v >= 0 && !bad; v = j->nodes[v].next) {
+        const char* name = j->nodes[v].key;
+        if (strcmp(name, "__metadata__") == 0) { // free-form, string to string
+            if (j->nodes[v].type != JSON_OBJECT) bad = error_message("__metadata__ is not an object");
+            for (int c = j->nodes[v].first; c >= 0 && !bad; c = j->nodes[c].next)
+                if (j->nodes[c].type != JSON_STRING) bad = error_message("__metadata__ \"%.60s\" is not a string", j->nodes[c].key);
+            continue;
+        }
+        SafeTensor* t = &st->tensors[st->n];
+        size_t begin = 0, end = 0;
+        bad = safetensor_entry(j, v, name, t, &begin, &end);
+        if (!bad && end > data_size)
+            bad = error_message("tensor '%.80s': data_offsets [%zu, %zu] go beyond the data (%zu bytes)", name, begin, end, data_size);
+        if (bad) break;
+        t->bytes = base + begin;
+        spans[st->n] = (SafeSpan){begin, end, st->n};
+        st->n++;
+    }
+    if (!bad) { // sorted by offset, each tensor starts where the previous one ends
+        qsort(spans, (size_t)st->n, sizeof(SafeSpan), safe_span_order);
+        size_t at = 0;
+        for (int k = 0; k < st->n && !bad; k++) {
+            const char* name = st->tensors[spans[k].index].name;
+            if (spans[k].begin < at)
+                bad = error_message("tensor '%.80s' (bytes [%zu, %zu]) overlaps tensor '%.80s' (which ends at %zu)", name,
+                                    spans[k].begin, spans[k].end, st->tensors[spans[k - 1].index].name, at);
+            else if (spans[k].begin > at)
+                bad = error_message("the data has %zu bytes no tensor holds, before tensor '%.80s' (bytes [%zu, %zu])",
+                                    spans[k].begin - at, name, spans[k].begin, spans[k].end);
+            at = spans[k].end;
+        }
+        if (!bad && at != data_size)
+            bad = error_message("the tensors end at byte %zu of the data, which has %zu bytes (%zu bytes no tensor holds)",
+                                at, data_size, data_size - at);
+    }
+    free(spans);
+    return bad;
+}
+
+// a bfloat16 or float16 bit pattern as the float it is (both convert exactly)
+static float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static float f16_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exponent = (h >> 10) & 31, mantissa = h & 1023, bits;
+    if (exponent == 0) { // zero or subnormal: mantissa · 2^-24, exact in float32
+        float f = ldexpf((float)mantissa, -24);
+        return sign ? -f : f;
+    }
+    if (exponent == 31) bits = sign | 0x7f800000u | mantissa << 13; // inf, nan
+    else bits = sign | (exponent + 112) << 23 | mantissa << 13;     // rebias 15 -> 127
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// t's numel elements as float32 into out
+static void safetensor_to_f32(const SafeTensor* t, float* out) {
+    if (t->dtype == SAFE_F32) { memcpy(out, t->bytes, t->numel * 4); return; }
+    for (size_t k = 0; k < t->numel; k++) {
+        uint16_t h = (uint16_t)(t->bytes[2 * k] | t->bytes[2 * k + 1] << 8);
+        out[k] = t->dtype == SAFE_BF16 ? bf16_to_float(h) : f16_to_float(h);
+    }
+}
+
+// ---- fla's names and shapes of our tensors (dev/fla_names.md §1)
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[3];
+} FlaTensor;
+
+// fla's key and shape of the tensor p: every mixer under model.layers.N.attn., ".weight" added but
+// for the bare Parameters, GLA's gate projections a Sequential (gk_proj.0/1), GLA's and RetNet's
+// gated norm `g_norm_swish_gate` (plain `g_norm` with fuse_norm false), short convs nn.Conv1d's
+// (C, 1, W).
+static void fla_tensor(const ParamSpec* p, int fuse_norm, FlaTensor* t) {
+    const char* last = strrchr(p->name, '.') ? strrchr(p->name, '.') + 1 : p->name;
+    t->ndim = p->ndim;
+    t->shape[0] = p->shape[0];
+    t->shape[1] = p->shape[1];
+    if (p->layer < 0) {
+        static const char* model_level[4] = {"model.embeddings.weight", "model.norm.weight", "lm_head.weight", "model.lower_bounds"};
+        snprintf(t->name, sizeof(t->name), "%s", model_level[p->slot]);
+        return;
+    }
+    const char* suffix = NULL;
+    char buf[64];
+    switch (p->slot) {
+    case W_ATTN_NORM: case W_MLP_NORM:
+        snprintf(t->name, sizeof(t->name), "model.layers.%d.%s.weight", p->layer, last);
+        return;
+    case W_MLP_GATE: case W_MLP_UP: case W_MLP_DOWN:
+        snprintf(t->name, sizeof(t->name), "model.layers.%d.mlp.%s.weight", p->layer, last);
+        return;
+    case W_GLA_GK1: suffix = "gk_proj.0.weight"; break;
+    case W_GLA_GK2: suffix = "gk_proj.1.weight"; break;
+    case W_GLA_GK_BIAS: suffix = "gk_proj.1.bias"; break;
+    case W_GLA_G_NORM: case W_RET_G_NORM: suffix = fuse_norm ? "g_norm_swish_gate.weight" : "g_norm.weight"; break;
+    case W_DELTA_A_LOG: case W_DELTA_DT_BIAS: suffix = last; break;
+    case W_DELTA_Q_CONV: case W_DELTA_K_CONV: case W_DELTA_V_CONV:
+        snprintf(buf, sizeof(buf), "%c_conv1d.weight", last[0]);
+        suffix = buf;
+        t->ndim = 3;
+        t->shape[1] = 1;
+        t->shape[2] = p->shape[1];
+        break;
+    default: snprintf(buf, sizeof(buf), "%s.weight", last); suffix = buf;
+    }
+    snprintf(t->name, sizeof(t->name), "model.layers.%d.attn.%s", p->layer, suffix);
+}
+
+// fla's model_type per mixer id (the pure model of each family; attn alone is fla's Transformer)
+static const char* FLA_MODEL_TYPES[NUM_MIXER_IDS] = {"transformer", "hgrn", "retnet", "gla", "hgrn2", "delta_net", "gated_deltanet"};
+
+// ---- export: the checks, config.json, model.safetensors
+
+// The one linear family of the pattern (MIXER_ATTN for a Transformer), or -1 with a message naming
+// the layers of each family when it mixes several (fla's models have one linear mixer and `attn`).
+static int fla_family(const Config* c, char* msg, size_t cap) {
+    int family = MIXER_ATTN, families = 0;
+    for (int mix = 1; mix < NUM_MIXER_IDS; mix++) {
+        if (!uses_mixer(c, mix)) continue;
+        family = mix;
+        families++;
+    }
+    if (families <= 1) return family;
+    size_t len = (size_t)snprintf(msg, cap, "fla has no model that mixes linear families (a model is one linear family "
+                                  "plus attn layers), and this pattern has");
+    for (int first_layer = 0, listed = 0; first_layer < c->n_layer && len < cap; first_layer++) { // in order of appearance
+        int mix = c->pattern[first_layer], count = 0, earlier = 0;
+        for (int l = 0; l < c->n_layer; l++) {
+            count += c->pattern[l] == mix;
+            earlier |= l < first_layer && c->pattern[l] == mix;
+        }
+        if (mix == MIXER_ATTN || earlier) continue;
+        len += (size_t)snprintf(msg + len, cap - len, "%s %s at layer%s", listed++ ? ";" : "", MIXER_NAMES[mix], count > 1 ? "s" : "");
+        for (int l = 0, first = 1; l < c->n_layer && len < cap; l++)
+            if (c->pattern[l] == mix) { len += (size_t)snprintf(msg + len, cap - len, "%s %d", first ? "" : ",", l); first = 0; }
+    }
+    return -1;
+}
+
+// The shortest decimal that reads back as x (a float when is_float), written as Python's repr does
+// (fixed notation with ".0" for whole numbers, exponent form outside [1e-4, 1e16)), so config.json
+// reads as fla's own: 1e-06, 0.5, 10000.0.
+static void json_number_text(double x, int is_float, char out[40]) {
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(out, 40, "%.*e", p - 1, x);
+        double back = strtod(out, NULL);
+        if (is_float ? (float)back == (float)x : back == x) break;
+    }
+    int exponent = atoi(strchr(out, 'e') + 1);
+    if (x != 0 && (exponent < -4 || exponent >= 16)) return; // "1e-06" as it is
+    snprintf(out, 40, "%.*f", p - 1 - exponent > 0 ? p - 1 - exponent : 0, x);
+    if (!strchr(out, '.')) strcat(out, ".0");
+}
+
+// a ratio size/d for fla, which computes int(d * ratio): refused (NULL) when that would not give size back
+static const char* fla_ratio(int size, int d, char out[40]) {
+    double ratio = (double)size / d;
+    json_number_text(ratio, 0, out);
+    return (int)(d * strtod(out, NULL)) == size ? out : NULL;
+}
+
+// config.json writer: one "key": value a line, in the order given
+typedef struct { FILE* f; int members; } JsonOut;
+static void json_put(JsonOut* o, const char* key, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+static void json_put(JsonOut* o, const char* key, const char* fmt, ...) {
+    fprintf(o->f, "%s  \"%s\": ", o->members++ ? ",\n" : "{\n", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(o->f, fmt, ap);
+    va_end(ap);
+}
+
+// Why fla's config cannot express the model c (NULL when it can): the family's model_type in
+// *family. Writes config.json (fla's fields, dev/fla_names.md §2) to f when f is not NULL.
+static const char* fla_config_write(const Config* c, FILE* f, int* family) {
+    static char msg[512];
+    *family = fla_family(c, msg, sizeof(msg));
+    if (*family < 0) return msg;
+    int d = c->d_model, fam = *family, H, K, V;
+    char a[40], b[40], theta[40], eps[40];
+    if (fam == MIXER_GLA && (c->gla_gate_rank != 16 || c->gla_gate_normalizer != 16))
+        return error_message("fla's GLA has gate rank 16 and normalizer 16 fixed; this model has %d and %d",
+                             c->gla_gate_rank, c->gla_gate_normalizer);
+    if (fam == MIXER_GLA && (!fla_ratio(c->gla_dk, d, a) || !fla_ratio(c->gla_dv, d, b)))
+        return error_message("GLA key/value dims %d/%d are not d * expand_k / expand_v for a ratio fla reads back exactly", c->gla_dk, c->gla_dv);
+    if (fam == MIXER_HGRN && !fla_ratio(c->hgrn_dim, d, a))
+        return error_message("HGRN width %d is not d * expand_ratio for a ratio fla reads back exactly", c->hgrn_dim);
+    if (fam == MIXER_RETNET && c->rope_theta != 10000.0f)
+        return error_message("fla's RetNet has RoPE base 10000 fixed; this model has rope_theta %g", c->rope_theta);
+    if (!f) return NULL;
+    JsonOut o = {f, 0};
+    json_number_text(c->rope_theta, 1, theta);
+    json_number_text(c->norm_eps, 1, eps);
+    json_put(&o, "model_type", "\"%s\"", FLA_MODEL_TYPES[fam]);
+    json_put(&o, "vocab_size", "%d", c->vocab_size);
+    json_put(&o, "hidden_size", "%d", d);
+    json_put(&o, "num_hidden_layers", "%d", c->n_layer);
+    json_put(&o, "intermediate_size", "%d", c->mlp_hidden);
+    json_put(&o, "hidden_act", "\"swish\"");
+    json_put(&o, "norm_eps", "%s", eps);
+    json_put(&o, "tie_word_embeddings", "%s", c->tie_embeddings ? "true" : "false");
+    json_put(&o, "fuse_norm", "true");
+    json_put(&o, "fuse_swiglu", "true");
+    json_put(&o, "fuse_cross_entropy", "true");
+    if (fam == MIXER_ATTN) {
+        json_put(&o, "num_heads", "%d", c->attn_heads);
+        json_put(&o, "num_kv_heads", "%d", c->attn_kv_heads);
+        json_put(&o, "qkv_bias", "false");
+        json_put(&o, "qk_norm", "false");
+        json_put(&o, "window_size", "null");
+        json_put(&o, "rope_theta", "%s", theta);
+    } else if (uses_mixer(c, MIXER_ATTN)) {
+        json_put(&o, "attn", "{\"layers\": [");
+        for (int l = 0, first = 1; l < c->n_layer; l++)
+            if (c->pattern[l] == MIXER_ATTN) { fprintf(f, "%s%d", first ? "" : ", ", l); first = 0; }
+        fprintf(f, "], \"num_heads\": %d, \"num_kv_heads\": %d, \"qkv_bias\": false, \"window_size\": null, \"rope_theta\": %s}",
+                c->attn_heads, c->attn_kv_heads, theta);
+    }
+    if (fam == MIXER_GLA) {
+        json_put(&o, "num_heads", "%d", c->gla_heads);
+        json_put(&o, "expand_k", "%s", a);
+        json_put(&o, "expand_v", "%s", b);
+        json_put(&o, "use_short_conv", "false");
+        json_put(&o, "use_output_gate", "true");
+        json_put(&o, "feature_map", "null");
+        json_put(&o, "clamp_min", "null");
+    } else if (fam == MIXER_HGRN || fam == MIXER_HGRN2) {
+        if (fam == MIXER_HGRN) {
+            if (c->hgrn_dim % d == 0) snprintf(a, sizeof(a), "%d", c->hgrn_dim / d);
+            json_put(&o, "expand_ratio", "%s", a);
+        } else { // fla takes num_heads = d / expand_ratio (its num_heads field is then unused)
+            json_put(&o, "num_heads", "%d", c->hgrn2_heads);
+            json_put(&o, "expand_ratio", "%d", d / c->hgrn2_heads);
+        }
+        json_put(&o, "use_short_conv", "false");
+        json_put(&o, "use_lower_bound", "%s", c->use_lower_bound ? "true" : "false");
+    } else if (fam == MIXER_RETNET) {
+        json_put(&o, "num_heads", "%d", c->retnet_heads);
+        json_put(&o, "expand_k", "1.0");
+        json_put(&o, "expand_v", "2.0");
+        json_put(&o, "use_output_gate", "true");
+        json_put(&o, "feature_map", "null");
+    } else if (fam == MIXER_DELTANET) {
+        mixer_dims(c, fam, &H, &K, &V);
+        json_put(&o, "num_heads", "%d", H);
+        json_put(&o, "expand_k", "1.0");
+        json_put(&o, "expand_v", "1.0");
+        json_put(&o, "use_gate", "false");
+        json_put(&o, "use_beta", "true");
+        json_put(&o, "use_short_conv", "true");
+        json_put(&o, "conv_size", "%d", c->conv_size);
+        json_put(&o, "allow_neg_eigval", "false");
+        json_put(&o, "qk_norm", "\"l2\"");
+        json_put(&o, "qk_activation", "\"silu\"");
+    } else if (fam == MIXER_GATED_DELTANET) {
+        json_put(&o, "num_heads", "%d", c->gdn_heads);
+        json_put(&o, "head_dim", "%d", c->gdn_head_dim);
+        json_put(&o, "expand_v", "%d", c->gdn_expand_v);
+        json_put(&o, "num_v_heads", "null");
+        json_put(&o, "use_gate", "true");
+        json_put(&o, "use_short_conv", "true");
+        json_put(&o, "conv_size", "%d", c->conv_size);
+        json_put(&o, "allow_neg_eigval", "false");
+        json_put(&o, "output_gate_activation", "\"swish\"");
+    }
+    fprintf(f, "\n}\n");
+    return NULL;
+}
+
+// model.safetensors of float32 tensors t[0..n), whose data lie one after the other in data (the
+// canonical order of the flat parameter buffer); the header padded with spaces to a multiple of 8.
+static void safetensors_write(const char* path, const FlaTensor* t, int n, const float* data) {
+    size_t cap = 256 + (size_t)n * 256, len = 0, offset = 0;
+    char* header = (char*)malloc_check(cap);
+    len += (size_t)snprintf(header, cap, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (int k = 0; k < n; k++) {
+        size_t bytes = 4;
+        len += (size_t)snprintf(header + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t[k].name);
+        for (int i = 0; i < t[k].ndim; i++) {
+            len += (size_t)snprintf(header + len, cap - len, "%s%lld", i ? "," : "", (long long)t[k].shape[i]);
+            bytes *= (size_t)t[k].shape[i];
+        }
+        len += (size_t)snprintf(header + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", offset, offset + bytes);
+        offset += bytes;
+    }
+    len += (size_t)snprintf(header + len, cap - len, "}");
+    while ((8 + len) % 8) header[len++] = ' ';
+    unsigned char size_bytes[8];
+    for (int k = 0; k < 8; k++) size_bytes[k] = (unsigned char)((uint64_t)len >> (8 * k));
+    char tmp[PATH_CAP];
+    FILE* f = atomic_open(path, tmp);
+    fwrite_check(size_bytes, 1, 8, f, tmp);
+    fwrite_check(header, 1, len, f, tmp);
+    fwrite_check(data, 1, offset, f, tmp);
+    atomic_commit(f, tmp, path);
+    free(header);
+}
+
+static void fla_export(const char* ckpt, const char* dir) {
+    char path[PATH_CAP], out[PATH_CAP], tmp[PATH_CAP];
+    int step, family;
+    resolve_checkpoint(ckpt, path, &step);
+    Config c;
+    checkpoint_read_config(path, &c);
+    const char* bad = fla_config_write(&c, NULL, &family);
+    if (bad) fail("'%s' cannot be exported to fla: %s", path, bad);
+    ParamSpec specs[MAX_PARAMS];
+    size_t n;
+    int n_specs = param_table(&c, specs, &n);
+    float* params = (float*)malloc_check(n * sizeof(float));
+    checkpoint_read_params(path, &c, params, n);
+    FlaTensor* tensors = (FlaTensor*)malloc_check((size_t)n_specs * sizeof(FlaTensor));
+    for (int k = 0; k < n_specs; k++) fla_tensor(&specs[k], 1, &tensors[k]);
+    mkdir_p(dir);
+    if (snprintf(out, sizeof(out), "%s/model.safetensors", dir) >= (int)sizeof(out)) fail("path too long: '%s'", dir);
+    safetensors_write(out, tensors, n_specs, params);
+    snprintf(out, sizeof(out), "%s/config.json", dir);
+    FILE* f = atomic_open(out, tmp);
+    fla_config_write(&c, f, &family);
+    if (ferror(f)) fail("cannot write '%s': %s (disk full?)", tmp, strerror(errno));
+    atomic_commit(f, tmp, out);
+    printf("exported '%s' (step %d) -> '%s': config.json (model_type %s), model.safetensors (%d float32 tensors, "
+           "%zu parameters)\n", path, step, dir, FLA_MODEL_TYPES[family], n_specs, n);
+    free(tensors);
+    free(params);
+}
+
+// ---- import: config.json -> Config (dev/fla_names.md §3: what is refused)
+
+#define FLA_TRY(call) do { const char* why_ = (call); if (why_) return why_; } while (0)
+#define FLA_REFUSE(cond, ...) do { if (cond) return error_message(__VA_ARGS__); } while (0)
+
+// A config field: its node, or -1 when absent or null (fla's default then applies).
+static int fla_field(const Json* j, const char* key) {
+    int v = json_member(j, 0, key);
+    return v >= 0 && j->nodes[v].type != JSON_NULL ? v : -1;
+}
+// Whole-number, number, boolean and string fields with fla's default; NULL or a message.
+static const char* fla_int(const Json* j, const char* key, int def, int lo, int hi, int* out) {
+    int v = fla_field(j, key);
+    *out = def;
+    if (v < 0) return NULL;
+    if (!json_is_int(j, v, lo, hi)) return error_message("%s must be a whole number in [%d, %d]", key, lo, hi);
+    *out = (int)j->nodes[v].number;
+    return NULL;
+}
+static const char* fla_number(const Json* j, const char* key, double def, double* out) {
+    int v = fla_field(j, key);
+    *out = def;
+    if (v < 0) return NULL;
+    if (j->nodes[v].type != JSON_NUMBER) return error_message("%s must be a number", key);
+    *out = j->nodes[v].number;
+    return NULL;
+}
+static const char* fla_bool(const Json* j, const char* key, int def, int* out) {
+    int v = fla_field(j, key);
+    *out = def;
+    if (v < 0) return NULL;
+    if (j->nodes[v].type != JSON_BOOL) return error_message("%s must be true or false", key);
+    *out = j->nodes[v].boolean;
+    return NULL;
+}
+static const char* fla_string(const Json* j, const char* key, const char* def, const char** out) {
+    int v = fla_field(j, key);
+    *out = def;
+    if (v < 0) return NULL;
+    if (j->nodes[v].type != JSON_STRING) return error_message("%s must be a string", key);
+    *out = j->nodes[v].text;
+    return NULL;
+}
+
+// a boolean field (fla's default def) whose only implemented value is `want`, else `refusal`
+static const char* fla_bool_is(const Json* j, const char* key, int def, int want, const char* refusal) {
+    int flag;
+    FLA_TRY(fla_bool(j, key, def, &flag));
+    return flag == want ? NULL : refusal;
+}
+
+// size = d * ratio as fla computes it, which must be a whole number
+static const char* fla_scaled(int d, double ratio, const char* what, int* size) {
+    double x = d * ratio;
+    if (x != floor(x) || x < 1 || x > 65536) return error_message("hidden_size %d * %s %g = %g is not a whole number in [1, 65536]", d, what, ratio, x);
+    *size = (int)x;
+    return NULL;
+}
+
+// The hybrid's attention layers (config field `attn`: null, one spec or a list of specs, all with
+// the same heads and RoPE base: the C config has one attention setting) into c->pattern.
+static const char* fla_attn_specs(const Json* j, Config* c) {
+    int attn = fla_field(j, "attn"), n_specs = 0;
+    if (attn < 0) return NULL;
+    int is_list = j->nodes[attn].type == JSON_ARRAY;
+    if (!is_list && j->nodes[attn].type != JSON_OBJECT) return "attn must be null, an object or a list of objects";
+    for (int s = is_list ? j->nodes[attn].first : attn; s >= 0; s = is_list ? j->nodes[s].next : -1) {
+        if (j->nodes[s].type != JSON_OBJECT) return "attn must be null, an object or a list of objects";
+        int layers = json_member(j, s, "layers"), heads = json_member(j, s, "num_heads"), kv = json_member(j, s, "num_kv_heads");
+        int bias = json_member(j, s, "qkv_bias"), window = json_member(j, s, "window_size"), theta = json_member(j, s, "rope_theta");
+        int qk_norm = json_member(j, s, "qk_norm");
+        if (layers < 0 || j->nodes[layers].type != JSON_ARRAY) return "attn.layers must be a list of layer indices";
+        if (heads < 0 || !json_is_int(j, heads, 1, 65536)) return "attn.num_heads must be a positive whole number";
+        if (kv >= 0 && j->nodes[kv].type != JSON_NULL && !json_is_int(j, kv, 1, 65536)) return "attn.num_kv_heads must be a positive whole number";
+        if (bias >= 0 && (j->nodes[bias].type != JSON_BOOL || j->nodes[bias].boolean)) return "attn.qkv_bias (biases on q, k, v) is not implemented";
+        if (window >= 0 && j->nodes[window].type != JSON_NULL) return "attn.window_size (sliding-window attention) is not implemented";
+        if (qk_norm >= 0 && j->nodes[qk_norm].type != JSON_NULL && !(j->nodes[qk_norm].type == JSON_BOOL && !j->nodes[qk_norm].boolean))
+            return "attn.qk_norm is not implemented";
+        if (theta >= 0 && (j->nodes[theta].type != JSON_NUMBER || !(j->nodes[theta].number > 1) || j->nodes[theta].number > 3e38))
+            return "attn.rope_theta must be a number above 1";
+        int h = (int)j->nodes[heads].number, hkv = kv >= 0 && j->nodes[kv].type != JSON_NULL ? (int)j->nodes[kv].number : h;
+        float base = theta >= 0 ? (float)j->nodes[theta].number : 10000.0f;
+        if (n_specs++ && (h != c->attn_heads || hkv != c->attn_kv_heads || base != c->rope_theta))
+            return "attn specs with different num_heads / num_kv_heads / rope_theta are not implemented (one attention setting)";
+        c->attn_heads = h;
+        c->attn_kv_heads = hkv;
+        c->rope_theta = base;
+        for (int l = j->nodes[layers].first; l >= 0; l = j->nodes[l].next) {
+            if (!json_is_int(j, l, 0, c->n_layer - 1))
+                return error_message("attn.layers holds an entry that is not a layer index in [0, %d)", c->n_layer);
+            int layer = (int)j->nodes[l].number;
+            if (c->pattern[layer] == MIXER_ATTN) return error_message("attn.layers names layer %d twice", layer);
+            c->pattern[layer] = MIXER_ATTN;
+        }
+    }
+    return NULL;
+}
+
+// The C config of an fla config.json (its parsed tree j) or a message naming the first field the C
+// program does not implement; *fuse_norm = the field that names GLA's and RetNet's gated norm.
+// Sizes of families absent from the model are the trainers' defaults (model_flag_defaults), so
+// that export then import gives back the trainer's file byte for byte.
+static const char* fla_config_parse(const Json* j, Config* c, int* fuse_norm) {
+    if (j->nodes[0].type != JSON_OBJECT) return "config.json is not a JSON object";
+    const char* model_type;
+    FLA_TRY(fla_string(j, "model_type", "", &model_type));
+    int family = -1;
+    for (int mix = 0; mix < NUM_MIXER_IDS; mix++) if (strcmp(model_type, FLA_MODEL_TYPES[mix]) == 0) family = mix;
+    FLA_REFUSE(family < 0, "model_type '%.40s' is not one this program implements (gla, hgrn, hgrn2, retnet, delta_net, "
+               "gated_deltanet, transformer)", model_type);
+    int d, L, V, I, tie, affine;
+    double hidden_ratio, eps;
+    FLA_TRY(fla_int(j, "hidden_size", 2048, 2, 16384, &d));
+    FLA_TRY(fla_int(j, "num_hidden_layers", family == MIXER_GATED_DELTANET ? 21 : 24, 1, MAX_LAYERS, &L));
+    FLA_TRY(fla_int(j, "vocab_size", 32000, 2, 65536, &V));
+    FLA_REFUSE(fla_field(j, "attnres_block_size") >= 0, "attnres_block_size (AttnRes residuals) is not implemented");
+    const char* act;
+    FLA_TRY(fla_string(j, "hidden_act", "swish", &act));
+    FLA_REFUSE(strcmp(act, "swish") && strcmp(act, "silu"), "hidden_act '%.40s' is not implemented (only swish)", act);
+    FLA_TRY(fla_bool(j, "elementwise_affine", 1, &affine));
+    FLA_REFUSE(!affine || (json_member(j, 0, "elementwise_affine") >= 0 && fla_field(j, "elementwise_affine") < 0),
+               "elementwise_affine must be true (norms with weights)");
+    FLA_TRY(fla_number(j, "hidden_ratio", family == MIXER_RETNET ? 2 : 4, &hidden_ratio));
+    FLA_TRY(fla_int(j, "intermediate_size", 0, 1, 65536, &I));
+    if (!I) { // fla's GatedMLP rule: int(d * hidden_ratio * 2/3) rounded up to a multiple of 256
+        double rule = d * hidden_ratio * 2 / 3;
+        FLA_REFUSE(!(rule >= 0 && rule <= 65536), "hidden_ratio %g gives an MLP outside [1, 65536]", hidden_ratio);
+        I = ((int)rule + 255) / 256 * 256;
+    }
+    FLA_TRY(fla_bool(j, "tie_word_embeddings", 0, &tie));
+    FLA_TRY(fla_number(j, "norm_eps", 1e-6, &eps));
+    FLA_REFUSE(!(eps > 0 && eps < 1), "norm_eps %g outside (0, 1)", eps);
+    FLA_TRY(fla_bool(j, "fuse_norm", 1, fuse_norm));
+
+    RunFlags defaults;
+    memset(&defaults, 0, sizeof(defaults));
+    model_flag_defaults(&defaults);
+    defaults.d_model = d;
+    config_sizes_from_flags(&defaults, V, c);
+    c->n_layer = L;
+    c->mlp_hidden = I;
+    c->tie_embeddings = tie;
+    c->norm_eps = (float)eps;
+    for (int l = 0; l < L; l++) c->pattern[l] = family;
+
+    int H, kv;
+    double x, y;
+    const char* text;
+    if (family == MIXER_ATTN) { // fla's Transformer: the attention settings at the top level
+        FLA_TRY(fla_int(j, "num_heads", 32, 1, 65536, &H));
+        FLA_TRY(fla_int(j, "num_kv_heads", H, 1, 65536, &kv));
+        FLA_TRY(fla_bool_is(j, "qkv_bias", 0, 0, "qkv_bias (biases on q, k, v) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "qk_norm", 0, 0, "qk_norm is not implemented"));
+        FLA_REFUSE(fla_field(j, "window_size") >= 0, "window_size (sliding-window attention) is not implemented");
+        FLA_REFUSE(json_member(j, 0, "rope_theta") >= 0 && fla_field(j, "rope_theta") < 0, "rope_theta null (no RoPE) is not implemented");
+        FLA_TRY(fla_number(j, "rope_theta", 10000, &x));
+        FLA_REFUSE(!(x > 1) || x > 3e38, "rope_theta %g must be above 1", x);
+        c->attn_heads = H;
+        c->attn_kv_heads = kv;
+        c->rope_theta = (float)x;
+    } else {
+        FLA_TRY(fla_attn_specs(j, c));
+    }
+    if (family == MIXER_GLA) {
+        FLA_TRY(fla_int(j, "num_heads", 4, 1, 65536, &H));
+        FLA_TRY(fla_number(j, "expand_k", 0.5, &x));
+        FLA_TRY(fla_number(j, "expand_v", 1.0, &y));
+        FLA_TRY(fla_scaled(d, x, "expand_k", &c->gla_dk));
+        FLA_TRY(fla_scaled(d, y, "expand_v", &c->gla_dv));
+        FLA_TRY(fla_int(j, "num_kv_heads", H, 1, 65536, &kv));
+        FLA_REFUSE(kv != H, "GLA num_kv_heads %d != num_heads %d (grouped keys/values) is not implemented", kv, H);
+        FLA_TRY(fla_string(j, "feature_map", NULL, &text));
+        FLA_REFUSE(text, "GLA feature_map '%.40s' is not implemented (only null)", text);
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "GLA use_short_conv (short convolutions) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_output_gate", 1, 1, "GLA without the output gate (use_output_gate false) is not implemented"));
+        FLA_REFUSE(fla_field(j, "clamp_min") >= 0, "GLA clamp_min is not implemented");
+        c->gla_heads = H;
+    } else if (family == MIXER_HGRN) {
+        FLA_REFUSE(json_member(j, 0, "expand_ratio") >= 0 && fla_field(j, "expand_ratio") < 0, "HGRN expand_ratio must be a number");
+        FLA_TRY(fla_number(j, "expand_ratio", 1, &x));
+        FLA_TRY(fla_scaled(d, x, "expand_ratio", &c->hgrn_dim));
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "HGRN use_short_conv (short convolutions) is not implemented"));
+        FLA_TRY(fla_bool(j, "use_lower_bound", 1, &c->use_lower_bound));
+        FLA_REFUSE(c->use_lower_bound && c->hgrn_dim != d, "HGRN expand_ratio must be 1 with use_lower_bound (the bounds are (L, d))");
+    } else if (family == MIXER_HGRN2) { // fla: num_heads = d / expand_ratio when expand_ratio is set, else expand_ratio = d / num_heads
+        int E, ratio = json_member(j, 0, "expand_ratio");
+        FLA_TRY(fla_int(j, "num_heads", 0, 1, 65536, &H));
+        if (ratio >= 0 && j->nodes[ratio].type == JSON_NULL) {
+            FLA_REFUSE(!H || d % H, "HGRN2 with expand_ratio null needs num_heads dividing hidden_size %d", d);
+            E = d / H;
+        } else {
+            FLA_TRY(fla_int(j, "expand_ratio", 128, 1, 65536, &E));
+        }
+        FLA_REFUSE(d % E, "HGRN2 expand_ratio %d must divide hidden_size %d", E, d);
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 0, 0, "HGRN2 use_short_conv (short convolutions) is not implemented"));
+        FLA_TRY(fla_bool(j, "use_lower_bound", 1, &c->use_lower_bound));
+        c->hgrn2_heads = d / E;
+    } else if (family == MIXER_RETNET) {
+        FLA_TRY(fla_int(j, "num_heads", 8, 1, 65536, &H));
+        FLA_TRY(fla_number(j, "expand_k", 1.0, &x));
+        FLA_TRY(fla_number(j, "expand_v", 2.0, &y));
+        FLA_REFUSE(x != 1.0 || y != 2.0, "RetNet expand_k %g / expand_v %g: only 1 and 2 are implemented", x, y);
+        FLA_TRY(fla_int(j, "num_kv_heads", H, 1, 65536, &kv));
+        FLA_REFUSE(kv != H, "RetNet num_kv_heads %d != num_heads %d is not implemented", kv, H);
+        FLA_TRY(fla_string(j, "feature_map", NULL, &text));
+        FLA_REFUSE(text, "RetNet feature_map '%.40s' is not implemented (only null)", text);
+        FLA_TRY(fla_bool_is(j, "use_output_gate", 1, 1, "RetNet without the output gate (use_output_gate false) is not implemented"));
+        FLA_REFUSE(c->rope_theta != 10000.0f, "attn.rope_theta %g beside RetNet layers (fla's RetNet has 10000; "
+                   "the C model has one RoPE base for both)", c->rope_theta);
+        c->retnet_heads = H;
+    } else if (family == MIXER_DELTANET) {
+        FLA_TRY(fla_int(j, "num_heads", 16, 1, 65536, &H));
+        FLA_TRY(fla_number(j, "expand_k", 1.0, &x));
+        FLA_TRY(fla_number(j, "expand_v", 1.0, &y));
+        FLA_REFUSE(x != 1.0 || y != 1.0, "DeltaNet expand_k %g / expand_v %g: only 1 is implemented", x, y);
+        FLA_TRY(fla_bool_is(j, "use_gate", 0, 0, "DeltaNet use_gate (an output gate) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_beta", 1, 1, "DeltaNet without beta (use_beta false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 1, 1, "DeltaNet without short convolutions (use_short_conv false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "allow_neg_eigval", 0, 0, "allow_neg_eigval is not implemented"));
+        FLA_TRY(fla_string(j, "qk_norm", "l2", &text));
+        FLA_REFUSE(strcmp(text, "l2"), "DeltaNet qk_norm '%.40s' is not implemented (only l2)", text);
+        FLA_TRY(fla_string(j, "qk_activation", "silu", &text));
+        FLA_REFUSE(strcmp(text, "silu"), "DeltaNet qk_activation '%.40s' is not implemented (only silu)", text);
+        FLA_TRY(fla_int(j, "conv_size", 4, 1, 16, &c->conv_size));
+        FLA_REFUSE(d % H, "DeltaNet num_heads %d must divide hidden_size %d", H, d);
+        c->deltanet_heads = H;
+    } else if (family == MIXER_GATED_DELTANET) {
+        FLA_TRY(fla_int(j, "num_heads", 6, 1, 1024, &H));
+        FLA_TRY(fla_int(j, "head_dim", 256, 1, 4096, &c->gdn_head_dim));
+        FLA_TRY(fla_int(j, "num_v_heads", H, 1, 65536, &kv));
+        FLA_REFUSE(kv != H, "Gated DeltaNet num_v_heads %d != num_heads %d (grouped value heads) is not implemented", kv, H);
+        FLA_TRY(fla_number(j, "expand_v", 2.0, &x));
+        FLA_REFUSE(x != floor(x) || x < 1 || x > 16, "Gated DeltaNet expand_v %g: only whole numbers in [1, 16] are implemented", x);
+        FLA_TRY(fla_bool_is(j, "use_gate", 1, 1, "Gated DeltaNet without the output gate (use_gate false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "use_short_conv", 1, 1, "Gated DeltaNet without short convolutions (use_short_conv false) is not implemented"));
+        FLA_TRY(fla_bool_is(j, "allow_neg_eigval", 0, 0, "allow_neg_eigval is not implemented"));
+        FLA_TRY(fla_string(j, "output_gate_activation", "swish", &text));
+        FLA_REFUSE(strcmp(text, "swish") && strcmp(text, "silu"), "Gated DeltaNet output_gate_activation '%.40s' is not "
+                   "implemented (only swish)", text);
+        FLA_TRY(fla_int(j, "conv_size", 4, 1, 16, &c->conv_size));
+        c->gdn_heads = H;
+        c->gdn_expand_v = (int)x;
+    }
+    // the sizes of the absent families are not checked where unused, but GLA's and attention's always are
+    if (!uses_mixer(c, MIXER_GLA) && (c->gla_dk % c->gla_heads || c->gla_dv % c->gla_heads)) c->gla_heads = 1;
+    if (!uses_mixer(c, MIXER_ATTN) && (d % c->attn_heads || (d / c->attn_heads) % 2)) c->attn_heads = c->attn_kv_heads = 1;
+    const char* bad = validate_config(c);
+    FLA_REFUSE(bad, "the model is not one the C program can build: %s", bad);
+    return NULL;
+}
+
+// ---- import: the tensors of one file or of the shards of an index
+
+typedef struct {
+    const SafeTensor* t;
+    const char* file;  // the file it is in (for messages)
+    int used;
+} FlaEntry;
+
+typedef struct {
+    int n_files;
+    char (*paths)[PATH_CAP];
+    unsigned char** data;
+    SafeTensors* parsed;
+    FlaEntry* entries;  // every tensor of every file
+    int n;
+} FlaFiles;
+
+// Reads and parses one safetensors file into files->... (fails naming it).
+static void fla_files_add(FlaFiles* files, const char* path) {
+    int k = files->n_files++;
+    files->paths = (char(*)[PATH_CAP])realloc(files->paths, (size_t)files->n_files * PATH_CAP);
+    files->data = (unsigned char**)realloc(files->data, (size_t)files->n_files * sizeof(unsigned char*));
+    files->parsed = (SafeTensors*)realloc(files->parsed, (size_t)files->n_files * sizeof(SafeTensors));
+    if (!files->paths || !files->data || !files->parsed) fail("out of memory reading '%s'", path);
+    snprintf(files->paths[k], PATH_CAP, "%s", path);
+    size_t size;
+    files->data[k] = read_whole_file(path, &size);
+    const char* bad = safetensors_parse(&files->parsed[k], files->data[k], size);
+    if (bad) fail("'%s': %s", path, bad);
+}
+
+static void fla_files_free(FlaFiles* files) {
+    for (int k = 0; k < files->n_files; k++) {
+        safetensors_free(&files->parsed[k]);
+        free(files->data[k]);
+    }
+    free(files->paths);
+    free(files->data);
+    free(files->parsed);
+    free(files->entries);
+    memset(files, 0, sizeof(*files));
+}
+
+// The tensors of DIR: model.safetensors, else the shards named by model.safetensors.index.json's
+// weight_map (each tensor in the shard the map names, every tensor of a shard in the map).
+static void fla_files_read(FlaFiles* files, const char* dir) {
+    char path[PATH_CAP];
+    memset(files, 0, sizeof(*files));
+    if (snprintf(path, sizeof(path), "%s/model.safetensors", dir) >= (int)sizeof(path)) fail("path too long: '%s'", dir);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        fla_files_add(files, path);
+        files->entries = (FlaEntry*)calloc_check((size_t)files->parsed[0].n, sizeof(FlaEntry));
+        for (int k = 0; k < files->parsed[0].n; k++) files->entries[k] = (FlaEntry){&files->parsed[0].tensors[k], files->paths[0], 0};
+        files->n = files->parsed[0].n;
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
+    if (stat(path, &st) != 0) fail("'%s' holds neither model.safetensors nor model.safetensors.index.json", dir);
+    size_t size;
+    unsigned char* text = read_whole_file(path, &size);
+    Json index;
+    const char* bad = json_parse(&index, text, size);
+    if (bad) fail("'%s': not valid JSON: %s", path, bad);
+    int map = index.nodes[0].type == JSON_OBJECT ? json_member(&index, 0, "weight_map") : -1;
+    if (map < 0 || index.nodes[map].type != JSON_OBJECT) fail("'%s': no \"weight_map\" object", path);
+    files->entries = (FlaEntry*)calloc_check((size_t)index.nodes[map].count, sizeof(FlaEntry));
+    for (int v = index.nodes[map].first; v >= 0; v = index.nodes[v].next) {
+        const char *name = index.nodes[v].key, *shard = index.nodes[v].text;
+        if (index.nodes[v].type != JSON_STRING || !*shard || strchr(shard, '/'))
+            fail("'%s': the weight_map entry of '%.80s' is not a file name in '%s'", path, name, dir);
+        char shard_path[PATH_CAP];
+        if (snprintf(shard_path, sizeof(shard_path), "%s/%s", dir, shard) >= (int)sizeof(shard_path)) fail("path too long: '%s'", shard);
+        int k = 0;
+        while (k < files->n_files && strcmp(files->paths[k], shard_path)) k++;
+        if (k == files->n_files) fla_files_add(files, shard_path);
+        const SafeTensor* found = NULL;
+        for (int t = 0; t < files->parsed[k].n && !found; t++)
+            if (strcmp(files->parsed[k].tensors[t].name, name) == 0) found = &files->parsed[k].tensors[t];
+        if (!found) fail("'%s': the weight_map puts '%.80s' in '%s', which has no such tensor", path, name, shard_path);
+        files->entries[files->n++] = (FlaEntry){found, files->paths[k], 0};
+    }
+    for (int k = 0; k < files->n_files; k++) // a shard's tensors all in the map, mapped to that shard
+        for (int t = 0; t < files->parsed[k].n; t++) {
+            int listed = 0;
+            for (int e = 0; e < files->n && !listed; e++) listed = files->entries[e].t == &files->parsed[k].tensors[t];
+            if (!listed)
+                fail("'%s': tensor '%.80s' of '%s' is not in its weight_map under that file", path,
+                     files->parsed[k].tensors[t].name, files->paths[k]);
+        }
+    json_free(&index);
+    free(text);
+}
+
+static FlaEntry* fla_files_find(FlaFiles* files, const char* name) {
+    for (int e = 0; e < files->n; e++) if (strcmp(files->entries[e].t->name, name) == 0) return &files->entries[e];
+    return NULL;
+}
+
+// Checks that `e` holds a tensor of t's shape and converts it to float32 into out.
+static void fla_tensor_load(const FlaEntry* e, const FlaTensor* t, float* out) {
+    int same = e->t->ndim == t->ndim;
+    for (int k = 0; k < t->ndim && same; k++) same = e->t->shape[k] == t->shape[k];
+    char got[128], want[128];
+    format_shape(got, sizeof(got), e->t->shape, e->t->ndim);
+    format_shape(want, sizeof(want), t->shape, t->ndim);
+    if (!same) fail("'%s': tensor '%s' has shape %s, the config implies %s", e->file, t->name, got, want);
+    safetensor_to_f32(e->t, out);
+}
+
+static void fla_import(const char* dir, const char* out) {
+    char path[PATH_CAP];
+    if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path)) fail("path too long: '%s'", dir);
+    size_t size;
+    unsigned char* text = read_whole_file(path, &size);
+    Json j;
+    const char* bad = json_parse(&j, text, size);
+    if (bad) fail("'%s': not valid JSON: %s", path, bad);
+    Config c;
+    int fuse_norm;
+    bad = fla_config_parse(&j, &c, &fuse_norm);
+    if (bad) fail("'%s' cannot become a C model: %s", path, bad);
+    json_free(&j);
+    free(text);
+
+    FlaFiles files;
+    fla_files_read(&files, dir);
+    ParamSpec specs[MAX_PARAMS];
+    size_t n;
+    int n_specs = param_table(&c, specs, &n);
+    float* params = (float*)malloc_check(n * sizeof(float));
+    int dtypes[NUM_SAFE_DTYPES] = {0};
+    for (int k = 0; k < n_specs; k++) {
+        FlaTensor t;
+        fla_tensor(&specs[k], fuse_norm, &t);
+        FlaEntry* e = fla_files_find(&files, t.name);
+        if (!e) fail("'%s' has no tensor '%s' (the C model's '%s'; config.json implies it)", dir, t.name, specs[k].name);
+        fla_tensor_load(e, &t, params + specs[k].offset);
+        e->used = 1;
+        dtypes[e->t->dtype]++;
+    }
+    FlaEntry* head = c.tie_embeddings ? fla_files_find(&files, "lm_head.weight") : NULL;
+    if (head) { // a tied model saved with its head: accepted when it is the embedding
+        FlaTensor t = {"lm_head.weight", 2, {c.vocab_size, c.d_model}};
+        float* copy = (float*)malloc_check(specs[0].numel * sizeof(float));
+        fla_tensor_load(head, &t, copy);
+        if (memcmp(copy, params, specs[0].numel * sizeof(float)) != 0)
+            fail("'%s': tie_word_embeddings is true but lm_head.weight differs from model.embeddings.weight", head->file);
+        head->used = 1;
+        free(copy);
+    }
+    for (int e = 0; e < files.n; e++)
+        if (!files.entries[e].used)
+            fail("'%s': unexpected tensor '%s' (the model config.json describes has no such weight)", files.entries[e].file,
+                 files.entries[e].t->name);
+    for (int k = 0; k < n_specs; k++) {
+        bad = params_check(params + specs[k].offset, specs[k].numel);
+        if (bad) fail("'%s': tensor '%s': %s", dir, specs[k].name, bad);
+    }
+    checkpoint_write(out, &c, params, n);
+    char pattern[1024];
+    format_pattern(&c, pattern, sizeof(pattern));
+    printf("imported '%s' (%d tensors in %d file%s: %d F32, %d BF16, %d F16) -> '%s': pattern %s, %zu parameters\n", dir,
+           n_specs, files.n_files, files.n_files == 1 ? "" : "s", dtypes[SAFE_F32], dtypes[SAFE_BF16], dtypes[SAFE_F16], out,
+           pattern, n);
+    free(params);
+    fla_files_free(&files);
+}
+
+// `train_gla export ...` and `train_gla import ...`: argv[0] is the command.
+static int convert_main(int argc, char** argv) {
+    const char *ckpt = "", *in = "", *out = "";
+    int is_export = strcmp(argv[0], "export") == 0;
+    Flag export_flags[] = {
+        {"ckpt", 'c', FLAG_STRING, &ckpt, 0, 0, "checkpoint directory (its latest checkpoint) or model file"},
+        {"out", 'o', FLAG_STRING, &out, 0, 0, "the folder to write config.json and model.safetensors into (created)"},
+    };
+    Flag import_flags[] = {
+        {"in", 'i', FLAG_STRING, &in, 0, 0, "an fla / Hugging Face model folder: config.json, model.safetensors (or its shards)"},
+        {"out", 'o', FLAG_STRING, &out, 0, 0, "the C model file to write"},
+    };
+    if (is_export) {
+        parse_flags(argc, argv, export_flags, 2, "export: a checkpoint as an fla / Hugging Face model (config.json + "
+                    "model.safetensors, float32), loadable with AutoModelForCausalLM.from_pretrained after `import fla`.");
+        if (!*ckpt || !*out) usage_error(argv[0], "export needs -c CKPT and -o DIR");
+        fla_export(ckpt, out);
+    } else {
+        parse_flags(argc, argv, import_flags, 2, "import: an fla / Hugging Face model (config.json + model.safetensors, "
+                    "F32, BF16 or F16) as a C model file for generate, eval and logits.");
+        if (!*in || !*out) usage_error(argv[0], "import needs -i DIR and -o FILE");
+        fla_import(in, out);
+    }
+    return 0;
 }
 
 // ----------------------------------------------------------------------------

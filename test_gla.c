@@ -16,6 +16,9 @@
  *   9. kill -9 at varied moments, inside saves too: the latest checkpoint loads and resuming from it
  *      ends bit-identical to an uninterrupted run
  *  10. MQAR: generator, target-shard loader, masked loss, recall accuracy, symbols tokenizer
+ *  11. never lose a run   12. using a trained model (generate, eval, logits)
+ *  13. fla / Hugging Face files: export -> import byte for byte for every family, the safetensors
+ *      header fla reads, BF16 and sharded imports, every refused config option and corrupt file
  * Ends with "N passed, N failed" and exits non-zero on any failure.
  *
  * Metric: relative RMS error ‖ref − x‖ / ‖ref‖ per tensor (fla's metric, LAYERS.md §11.3), printed.
@@ -2290,6 +2293,454 @@ static void test_use_trained(const char* dir) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// 13. fla / Hugging Face files: export then import gives the model file back byte for byte for every
+// family (pure, 3:1, tied and untied); the safetensors header is what fla reads; BF16 and sharded
+// models import; every fla option the C code does not implement, every malformed config.json and
+// every corrupt safetensors file is refused with its message; so is a pattern fla cannot express.
+
+// A 2-step run of `pattern` (4 layers, d 32) in dir/ck_<name>; returns its exit status.
+static int fla_train(const char* dir, const char* name, const char* pattern, int tie) {
+    return tok_run("/dev/null", "%s/train_gla -i '%s/train.bin' -j '%s/val.bin' -z '%s/tok.bin' -d 32 -L 4 -p '%s' "
+                   "--mlp-hidden 32 --tie %d -b 2 -T 16 -n 2 -u 1 -v 0 -s 0 -G 0 -m 1 --chunk 8 -o '%s/ck_%s'",
+                   bin, dir, dir, dir, pattern, tie, dir, name);
+}
+
+// export of dir/ck_<name> to dir/hf_<name>, import back to dir/<name>.bin, compared with the step-2
+// model file byte for byte
+static void fla_check_roundtrip(const char* dir, const char* pattern, int tie) {
+    char name[64], ck[PATH_CAP], model[PATH_CAP], back[PATH_CAP];
+    snprintf(name, sizeof(name), "%s_%d", pattern, tie);
+    for (char* p = name; *p; p++) if (*p == ':' || *p == ',') *p = '_';
+    int rc = fla_train(dir, name, pattern, tie);
+    snprintf(ck, sizeof(ck), "%s/ck_%s", dir, name);
+    ckpt_path(model, sizeof(model), ck, "model", 2);
+    snprintf(back, sizeof(back), "%s/%s.bin", dir, name);
+    int rc_export = tok_run("/dev/null", "%s/train_gla export -c '%s' -o '%s/hf_%s'", bin, ck, dir, name);
+    int rc_import = tok_run("/dev/null", "%s/train_gla import -i '%s/hf_%s' -o '%s'", bin, dir, name, back);
+    size_t na = 0, nb = 0;
+    unsigned char *a = tok_slurp(model, &na), *b = tok_slurp(back, &nb);
+    check(rc == 0 && rc_export == 0 && rc_import == 0 && a && b && na == nb && memcmp(a, b, na) == 0,
+          "fla: %-19s tie %d: export then import gives the model file back byte for byte (%zu bytes; exit %d, %d, %d)",
+          pattern, tie, na, rc, rc_export, rc_import);
+    free(a);
+    free(b);
+}
+
+// the parsed tensor named `name`, or NULL
+static const SafeTensor* fla_find(const SafeTensors* st, const char* name) {
+    for (int k = 0; k < st->n; k++) if (strcmp(st->tensors[k].name, name) == 0) return &st->tensors[k];
+    return NULL;
+}
+
+static int fla_shape_is(const SafeTensor* t, int ndim, int64_t a, int64_t b, int64_t c) {
+    int64_t want[3] = {a, b, c};
+    if (!t || t->ndim != ndim || t->dtype != SAFE_F32) return 0;
+    for (int k = 0; k < ndim; k++) if (t->shape[k] != want[k]) return 0;
+    return 1;
+}
+
+// The header of dir/hf_<name>/model.safetensors: what fla reads (names, shapes, metadata, padding,
+// the canonical order of the data) for the gla 3:1 untied and the deltanet tied exports.
+static void fla_check_header(const char* dir) {
+    char path[PATH_CAP];
+    size_t n;
+    snprintf(path, sizeof(path), "%s/hf_gla_3_0/model.safetensors", dir);
+    unsigned char* data = tok_slurp(path, &n);
+    SafeTensors st;
+    const char* bad = data ? safetensors_parse(&st, data, n) : "cannot read it";
+    uint64_t header_len = 0;
+    if (data) memcpy(&header_len, data, 8);
+    int meta = !bad ? json_member(&st.header, 0, "__metadata__") : -1;
+    int format = meta >= 0 ? json_member(&st.header, meta, "format") : -1;
+    size_t end = 8 + (size_t)header_len; // the JSON's closing brace, then spaces up to the data
+    while (!bad && end > 8 && data[end - 1] == ' ') end--;
+    int ok = !bad && format >= 0 && strcmp(st.header.nodes[format].text, "pt") == 0 && (8 + header_len) % 8 == 0 &&
+             data[end - 1] == '}';
+    check(ok, "fla header: __metadata__ {\"format\": \"pt\"}, data at a multiple of 8 (header %llu bytes, padded with spaces) (%s)",
+          (unsigned long long)header_len, bad ? bad : "parsed");
+    if (!bad) {
+        // d 32, GLA 2 heads: Dk 16, Dv 32, gate rank 16; V 256; attention at layer 3
+        check(fla_shape_is(fla_find(&st, "model.embeddings.weight"), 2, 256, 32, 0) &&
+              fla_shape_is(fla_find(&st, "lm_head.weight"), 2, 256, 32, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.0.attn.gk_proj.0.weight"), 2, 16, 32, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.0.attn.gk_proj.1.weight"), 2, 16, 16, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.0.attn.gk_proj.1.bias"), 1, 16, 0, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.2.attn.g_norm_swish_gate.weight"), 1, 16, 0, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.3.attn.k_proj.weight"), 2, 32, 32, 0) &&
+              fla_shape_is(fla_find(&st, "model.layers.3.mlp.down_proj.weight"), 2, 32, 32, 0) &&
+              fla_shape_is(fla_find(&st, "model.norm.weight"), 1, 32, 0, 0) && !fla_find(&st, "layers.0.gla.q_proj"),
+              "fla header (gla 3:1): embeddings, lm_head, gk_proj.0/1 + bias, g_norm_swish_gate, attention and MLP under fla's names and shapes");
+        // the data in the canonical order, every tensor right after the previous one
+        Config c;
+        char model[PATH_CAP], ck[PATH_CAP];
+        snprintf(ck, sizeof(ck), "%s/ck_gla_3_0", dir);
+        ckpt_path(model, sizeof(model), ck, "model", 2);
+        checkpoint_read_config(model, &c);
+        ParamSpec specs[MAX_PARAMS];
+        size_t total;
+        int n_specs = param_table(&c, specs, &total), in_order = n_specs == st.n;
+        for (int k = 0; k < n_specs && in_order; k++) {
+            FlaTensor t;
+            fla_tensor(&specs[k], 1, &t);
+            in_order = strcmp(st.tensors[k].name, t.name) == 0 && st.tensors[k].bytes == st.tensors[0].bytes + 4 * specs[k].offset;
+        }
+        check(in_order, "fla header: %d tensors in the canonical order of the parameter table, data laid out as the model file's", st.n);
+    }
+    safetensors_free(&st);
+    free(data);
+    snprintf(path, sizeof(path), "%s/hf_deltanet_pure_1/model.safetensors", dir);
+    data = tok_slurp(path, &n);
+    bad = data ? safetensors_parse(&st, data, n) : "cannot read it";
+    check(!bad && fla_shape_is(fla_find(&st, "model.layers.1.attn.q_conv1d.weight"), 3, 32, 1, 4) &&
+          fla_shape_is(fla_find(&st, "model.layers.1.attn.o_norm.weight"), 1, 16, 0, 0) && !fla_find(&st, "lm_head.weight"),
+          "fla header (deltanet, tied): short convs as nn.Conv1d's (32, 1, 4), no lm_head.weight (%s)", bad ? bad : "parsed");
+    safetensors_free(&st);
+    free(data);
+    // config.json: parses back, the fields fla needs
+    snprintf(path, sizeof(path), "%s/hf_gla_3_0/config.json", dir);
+    data = tok_slurp(path, &n);
+    Json j;
+    bad = data ? json_parse(&j, data, n) : "cannot read it";
+    int attn = !bad ? json_member(&j, 0, "attn") : -1, layers = attn >= 0 ? json_member(&j, attn, "layers") : -1;
+    int mt = !bad ? json_member(&j, 0, "model_type") : -1, tie = !bad ? json_member(&j, 0, "tie_word_embeddings") : -1;
+    int inter = !bad ? json_member(&j, 0, "intermediate_size") : -1;
+    check(!bad && mt >= 0 && !strcmp(j.nodes[mt].text, "gla") && tie >= 0 && j.nodes[tie].type == JSON_BOOL &&
+          !j.nodes[tie].boolean && inter >= 0 && j.nodes[inter].number == 32 && layers >= 0 &&
+          j.nodes[layers].count == 1 && j.nodes[j.nodes[layers].first].number == 3 && tok_file_has(path, "\"norm_eps\": 1e-06,"),
+          "fla config.json: model_type gla, tie_word_embeddings false, intermediate_size 32, attn.layers [3], norm_eps 1e-06");
+    json_free(&j);
+    free(data);
+}
+
+// The round-to-nearest-even bfloat16 of x (finite x)
+static uint16_t float_to_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    return (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+// Writes the tensors [from, to) of st as a safetensors file at path, converted to `dtype` (F32 or
+// BF16), in their order; metadata as fla's.
+static void fla_write_copy(const char* path, const SafeTensors* st, int from, int to, int dtype) {
+    size_t cap = 4096 + 256 * (size_t)st->n, len = 0, offset = 0, total = 0;
+    char* header = (char*)malloc_check(cap);
+    len += (size_t)snprintf(header, cap, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (int k = from; k < to; k++) {
+        const SafeTensor* t = &st->tensors[k];
+        size_t bytes = t->numel * SAFE_DTYPE_BYTES[dtype];
+        len += (size_t)snprintf(header + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, SAFE_DTYPE_NAMES[dtype]);
+        for (int i = 0; i < t->ndim; i++) len += (size_t)snprintf(header + len, cap - len, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+        len += (size_t)snprintf(header + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", offset, offset + bytes);
+        offset += bytes;
+    }
+    len += (size_t)snprintf(header + len, cap - len, "}");
+    total = 8 + len + offset;
+    unsigned char* out = (unsigned char*)malloc_check(total);
+    uint64_t n = len;
+    memcpy(out, &n, 8);
+    memcpy(out + 8, header, len);
+    unsigned char* at = out + 8 + len;
+    for (int k = from; k < to; k++) {
+        const SafeTensor* t = &st->tensors[k];
+        for (size_t i = 0; i < t->numel; i++) {
+            float x;
+            memcpy(&x, t->bytes + 4 * i, 4);
+            if (dtype == SAFE_F32) { memcpy(at, &x, 4); at += 4; }
+            else { uint16_t h = float_to_bf16(x); memcpy(at, &h, 2); at += 2; }
+        }
+    }
+    tok_spit(path, out, total);
+    free(out);
+    free(header);
+}
+
+// BF16 and sharded copies of the gla 3:1 untied export import: the BF16 model within bf16 rounding
+// (2^-8 relative per parameter), the two-shard one byte for byte; the half-float conversion exact.
+static void fla_check_bf16_and_shards(const char* dir) {
+    char path[PATH_CAP], out[PATH_CAP], ref[PATH_CAP], ck[PATH_CAP];
+    size_t n;
+    snprintf(path, sizeof(path), "%s/hf_gla_3_0/model.safetensors", dir);
+    unsigned char* data = tok_slurp(path, &n);
+    SafeTensors st;
+    if (!data || safetensors_parse(&st, data, n)) { check(0, "fla: cannot read '%s'", path); free(data); return; }
+    snprintf(ck, sizeof(ck), "%s/ck_gla_3_0", dir);
+    ckpt_path(ref, sizeof(ref), ck, "model", 2);
+    // BF16
+    tok_run("/dev/null", "rm -rf '%s/bf16' && mkdir -p '%s/bf16' && cp '%s/hf_gla_3_0/config.json' '%s/bf16/'", dir, dir, dir, dir);
+    snprintf(path, sizeof(path), "%s/bf16/model.safetensors", dir);
+    fla_write_copy(path, &st, 0, st.n, SAFE_BF16);
+    snprintf(out, sizeof(out), "%s/bf16.bin", dir);
+    int rc = tok_run("/dev/null", "%s/train_gla import -i '%s/bf16' -o '%s'", bin, dir, out);
+    size_t na = 0, nb = 0;
+    unsigned char *a = tok_slurp(ref, &na), *b = tok_slurp(out, &nb);
+    double worst = 0;
+    int ok = rc == 0 && a && b && na == nb && memcmp(a, b, HEADER_BYTES) == 0;
+    for (size_t k = HEADER_BYTES; ok && k < na; k += 4) {
+        float x, y;
+        memcpy(&x, a + k, 4);
+        memcpy(&y, b + k, 4);
+        double rel = x != 0 ? fabs((double)y - x) / fabs(x) : fabs(y);
+        if (rel > worst) worst = rel;
+    }
+    check(ok && worst <= 1.0 / 256, "fla: a BF16 copy imports within bf16 rounding: worst relative error %.2e <= 2^-8, "
+          "the same header (exit %d)", worst, rc);
+    free(a);
+    free(b);
+    // two shards and their index
+    tok_run("/dev/null", "rm -rf '%s/sharded' && mkdir -p '%s/sharded' && cp '%s/hf_gla_3_0/config.json' '%s/sharded/'", dir, dir, dir, dir);
+    int half = st.n / 2;
+    snprintf(path, sizeof(path), "%s/sharded/model-00001-of-00002.safetensors", dir);
+    fla_write_copy(path, &st, 0, half, SAFE_F32);
+    snprintf(path, sizeof(path), "%s/sharded/model-00002-of-00002.safetensors", dir);
+    fla_write_copy(path, &st, half, st.n, SAFE_F32);
+    snprintf(path, sizeof(path), "%s/sharded/model.safetensors.index.json", dir);
+    FILE* f = fopen_check(path, "wb");
+    fprintf(f, "{\"metadata\": {\"total_size\": %zu}, \"weight_map\": {", n);
+    for (int k = 0; k < st.n; k++)
+        fprintf(f, "%s\n  \"%s\": \"model-0000%d-of-00002.safetensors\"", k ? "," : "", st.tensors[k].name, k < half ? 1 : 2);
+    fprintf(f, "}}\n");
+    fclose_check(f, path);
+    snprintf(out, sizeof(out), "%s/sharded.bin", dir);
+    rc = tok_run("/dev/null", "%s/train_gla import -i '%s/sharded' -o '%s'", bin, dir, out);
+    a = tok_slurp(ref, &na);
+    b = tok_slurp(out, &nb);
+    check(rc == 0 && a && b && na == nb && memcmp(a, b, na) == 0,
+          "fla: a model in two shards with model.safetensors.index.json imports byte for byte (exit %d)", rc);
+    free(a);
+    free(b);
+    safetensors_free(&st);
+    free(data);
+    // float16: normals, subnormals, signed zero, infinities; bfloat16 is the top half of float32
+    const uint16_t halves[8] = {0x3c00, 0xc000, 0x0001, 0x03ff, 0x7bff, 0x8000, 0x7c00, 0x3555};
+    const float want[8] = {1.0f, -2.0f, 5.9604644775390625e-8f, 6.0975551605224609e-5f, 65504.0f, -0.0f, INFINITY, 0.33325195f};
+    int same = 1;
+    for (int k = 0; k < 8; k++) { // bit for bit: -0 is not +0
+        float got = f16_to_float(halves[k]);
+        same = same && memcmp(&got, &want[k], 4) == 0;
+    }
+    check(same && isnan(f16_to_float(0x7e00)) && bf16_to_float(0x3f80) == 1.0f && bf16_to_float(0xc0a0) == -5.0f,
+          "fla: F16 and BF16 convert to float32 exactly (normals, subnormals, -0, inf, nan)");
+}
+
+// A copy of dir/hf_<from> as dir/bad with config.json's first `old` replaced by `new` must be refused
+// by import with `message`.
+static void fla_check_config_refused(const char* dir, const char* from, const char* old, const char* new_text, const char* message) {
+    char path[PATH_CAP], cmd[3 * PATH_CAP], log[PATH_CAP], label[256];
+    tok_run("/dev/null", "rm -rf '%s/bad' && cp -r '%s/hf_%s' '%s/bad'", dir, dir, from, dir);
+    snprintf(path, sizeof(path), "%s/bad/config.json", dir);
+    size_t n;
+    char* text = (char*)tok_slurp(path, &n);
+    char* at = text ? strstr(text, old) : NULL;
+    snprintf(label, sizeof(label), "import refuses %s config.json with %s", from, new_text);
+    if (!at) { check(0, "%s: '%s' not in its config.json", label, old); free(text); return; }
+    FILE* f = fopen_check(path, "wb");
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, new_text, at + strlen(old));
+    fclose_check(f, path);
+    free(text);
+    snprintf(log, sizeof(log), "%s/bad.log", dir);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla import -i '%s/bad' -o '%s/bad.bin'", bin, dir, dir);
+    check_fails(label, cmd, log, message, NULL);
+}
+
+// A copy of dir/hf_gla_3_0 as dir/bad with model.safetensors damaged: its first `old` replaced by
+// `new` (the same length) when old is not NULL, then damage_copy's cut/overwrite; import must refuse
+// it with `message`.
+static void fla_check_file_refused(const char* dir, const char* what, const char* old, const char* new_text, long keep,
+                                   long offset, const void* bytes, size_t len, const char* message) {
+    char path[PATH_CAP], cmd[3 * PATH_CAP], log[PATH_CAP], label[256];
+    tok_run("/dev/null", "rm -rf '%s/bad' && cp -r '%s/hf_gla_3_0' '%s/bad'", dir, dir, dir);
+    snprintf(path, sizeof(path), "%s/bad/model.safetensors", dir);
+    snprintf(label, sizeof(label), "import refuses a corrupt model.safetensors (%s)", what);
+    if (old) {
+        size_t n;
+        unsigned char* data = tok_slurp(path, &n);
+        char* at = data && n > 8 ? strstr((char*)data + 8, old) : NULL; // in the header: text up to the first NUL
+        if (!at || strlen(old) != strlen(new_text)) { check(0, "%s: cannot place '%s'", label, old); free(data); return; }
+        memcpy(at, new_text, strlen(new_text));
+        tok_spit(path, data, n);
+        free(data);
+    }
+    if (!damage_copy(path, path, keep, offset, bytes, len)) { check(0, "%s: cannot read '%s'", label, path); return; }
+    snprintf(log, sizeof(log), "%s/bad.log", dir);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla import -i '%s/bad' -o '%s/bad.bin'", bin, dir, dir);
+    check_fails(label, cmd, log, message, NULL);
+}
+
+// The strict JSON parser on its own: what it accepts and, for what it refuses, where it says so.
+static void fla_check_json(void) {
+    static const struct { const char* text; const char* error; } cases[] = {
+        {"{\"a\": [1, -2.5e3, 0.125, true, false, null], \"b\": {\"c\": \"\\u00e9\\ud83d\\ude00\\n\\\"\"}}", NULL},
+        {"  [ ]  ", NULL},
+        {"{\"a\": 1,}", "line 1, column 9 (byte 8): expected a member's key"},
+        {"{\"a\": 1 \"b\": 2}", "expected ',' or '}' in the object, found '\"'"},
+        {"[01]", "expected ',' or ']' in the array, found '1'"},
+        {"{\"a\":\n  NaN}", "line 2, column 3 (byte 8): expected a value, found 'N'"},
+        {"[\"tab\there\"]", "control character 0x09 inside a string"},
+        {"[\"\\x\"]", "unknown escape '\\x'"},
+        {"[\"\\ud800\"]", "a high surrogate \\ud800 not followed by a low one"},
+        {"{\"a\": 1, \"a\": 2}", "has the key \"a\" twice"},
+        {"[1] [2]", "expected the end of the text after the value, found '['"},
+        {"[\"open", "the string is not closed"},
+        {"[1e999]", "the number 1e999 is out of range"},
+        {"[\"\xc3\x28\"]", "invalid UTF-8 inside a string"},
+        {"", "expected a value, found the end of the text"},
+        {"[tru]", "expected 'true'"},
+    };
+    int ok = 1;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        Json j;
+        const char* bad = json_parse(&j, (const unsigned char*)cases[k].text, strlen(cases[k].text));
+        int right = cases[k].error ? bad && strstr(bad, cases[k].error) : !bad;
+        if (!right) printf("      json case %zu: %s\n", k, bad ? bad : "accepted");
+        ok &= right;
+        json_free(&j);
+    }
+    Json j; // the first case decoded: é, 😀, newline, quote
+    json_parse(&j, (const unsigned char*)cases[0].text, strlen(cases[0].text));
+    int b = json_member(&j, 0, "b"), c = b >= 0 ? json_member(&j, b, "c") : -1;
+    ok &= c >= 0 && strcmp(j.nodes[c].text, "\xc3\xa9\xf0\x9f\x98\x80\n\"") == 0;
+    json_free(&j);
+    char deep[200]; // nesting beyond JSON_MAX_DEPTH
+    memset(deep, '[', sizeof(deep));
+    const char* bad = json_parse(&j, (const unsigned char*)deep, sizeof(deep));
+    ok &= bad && strstr(bad, "nesting deeper than 64 levels") != NULL;
+    json_free(&j);
+    check(ok, "json_parse: accepts escapes, surrogate pairs, numbers; refuses %zu malformed texts naming line, column and why",
+          sizeof(cases) / sizeof(cases[0]) - 1);
+}
+
+static void test_fla(const char* dir) {
+    printf("== 13. fla / Hugging Face files\n");
+    write_tiny_data(dir);
+    fla_check_json();
+    const char* families[6] = {"gla", "hgrn", "hgrn2", "retnet", "deltanet", "gated_deltanet"};
+    char pattern[64];
+    for (int tie = 0; tie < 2; tie++) {
+        for (int k = 0; k < 6; k++) {
+            snprintf(pattern, sizeof(pattern), "%s:pure", families[k]);
+            fla_check_roundtrip(dir, pattern, tie);
+            snprintf(pattern, sizeof(pattern), "%s:3", families[k]);
+            fla_check_roundtrip(dir, pattern, tie);
+        }
+        fla_check_roundtrip(dir, "attn", tie);
+    }
+    fla_check_header(dir);
+    fla_check_bf16_and_shards(dir);
+
+    // config.json: every option the C program does not implement, per family
+    static const char* refused[][4] = {
+        {"gla_3_0", "\"model_type\": \"gla\"", "\"model_type\": \"mamba\"", "model_type 'mamba' is not one this program implements"},
+        {"gla_3_0", "\"hidden_act\": \"swish\"", "\"hidden_act\": \"gelu\"", "hidden_act 'gelu' is not implemented"},
+        {"gla_3_0", "\"fuse_swiglu\": true", "\"fuse_swiglu\": true, \"attnres_block_size\": 2", "attnres_block_size (AttnRes residuals) is not implemented"},
+        {"gla_3_0", "\"fuse_swiglu\": true", "\"fuse_swiglu\": true, \"elementwise_affine\": false", "elementwise_affine must be true"},
+        {"gla_3_0", "\"vocab_size\": 256", "\"vocab_size\": 70000", "vocab_size must be a whole number in [2, 65536]"},
+        {"gla_3_0", "\"feature_map\": null", "\"feature_map\": \"elu\"", "GLA feature_map 'elu' is not implemented"},
+        {"gla_3_0", "\"use_short_conv\": false", "\"use_short_conv\": true", "GLA use_short_conv (short convolutions) is not implemented"},
+        {"gla_3_0", "\"use_output_gate\": true", "\"use_output_gate\": false", "GLA without the output gate"},
+        {"gla_3_0", "\"num_heads\": 2", "\"num_heads\": 2, \"num_kv_heads\": 1", "GLA num_kv_heads 1 != num_heads 2"},
+        {"gla_3_0", "\"clamp_min\": null", "\"clamp_min\": -1.0", "GLA clamp_min is not implemented"},
+        {"gla_3_0", "\"expand_k\": 0.5", "\"expand_k\": 0.3", "hidden_size 32 * expand_k 0.3 = 9.6 is not a whole number"},
+        {"gla_3_0", "\"qkv_bias\": false", "\"qkv_bias\": true", "attn.qkv_bias (biases on q, k, v) is not implemented"},
+        {"gla_3_0", "\"window_size\": null", "\"window_size\": 64", "attn.window_size (sliding-window attention) is not implemented"},
+        {"gla_3_0", "\"qkv_bias\": false", "\"qkv_bias\": false, \"qk_norm\": true", "attn.qk_norm is not implemented"},
+        {"gla_3_0", "\"layers\": [3]", "\"layers\": [3, 3]", "attn.layers names layer 3 twice"},
+        {"gla_3_0", "\"layers\": [3]", "\"layers\": [4]", "attn.layers holds an entry that is not a layer index in [0, 4)"},
+        {"hgrn_pure_0", "\"use_short_conv\": false", "\"use_short_conv\": true", "HGRN use_short_conv (short convolutions) is not implemented"},
+        {"hgrn_pure_0", "\"expand_ratio\": 1", "\"expand_ratio\": 2", "HGRN expand_ratio must be 1 with use_lower_bound"},
+        {"hgrn2_pure_0", "\"expand_ratio\": 32", "\"expand_ratio\": 5", "HGRN2 expand_ratio 5 must divide hidden_size 32"},
+        {"hgrn2_pure_0", "\"use_short_conv\": false", "\"use_short_conv\": true", "HGRN2 use_short_conv (short convolutions) is not implemented"},
+        {"retnet_3_0", "\"expand_v\": 2.0", "\"expand_v\": 1.0", "RetNet expand_k 1 / expand_v 1: only 1 and 2 are implemented"},
+        {"retnet_3_0", "\"feature_map\": null", "\"feature_map\": \"relu\"", "RetNet feature_map 'relu' is not implemented"},
+        {"retnet_3_0", "\"use_output_gate\": true", "\"use_output_gate\": false", "RetNet without the output gate"},
+        {"retnet_3_0", "\"rope_theta\": 10000.0", "\"rope_theta\": 500000.0", "attn.rope_theta 500000 beside RetNet layers"},
+        {"deltanet_pure_0", "\"use_gate\": false", "\"use_gate\": true", "DeltaNet use_gate (an output gate) is not implemented"},
+        {"deltanet_pure_0", "\"use_beta\": true", "\"use_beta\": false", "DeltaNet without beta"},
+        {"deltanet_pure_0", "\"use_short_conv\": true", "\"use_short_conv\": false", "DeltaNet without short convolutions"},
+        {"deltanet_pure_0", "\"allow_neg_eigval\": false", "\"allow_neg_eigval\": true", "allow_neg_eigval is not implemented"},
+        {"deltanet_pure_0", "\"qk_norm\": \"l2\"", "\"qk_norm\": \"sum\"", "DeltaNet qk_norm 'sum' is not implemented (only l2)"},
+        {"deltanet_pure_0", "\"qk_activation\": \"silu\"", "\"qk_activation\": \"relu\"", "DeltaNet qk_activation 'relu' is not implemented"},
+        {"deltanet_pure_0", "\"expand_k\": 1.0", "\"expand_k\": 0.5", "DeltaNet expand_k 0.5 / expand_v 1: only 1 is implemented"},
+        {"gated_deltanet_3_0", "\"num_v_heads\": null", "\"num_v_heads\": 6", "Gated DeltaNet num_v_heads 6 != num_heads 3"},
+        {"gated_deltanet_3_0", "\"use_gate\": true", "\"use_gate\": false", "Gated DeltaNet without the output gate"},
+        {"gated_deltanet_3_0", "\"use_short_conv\": true", "\"use_short_conv\": false", "Gated DeltaNet without short convolutions"},
+        {"gated_deltanet_3_0", "\"allow_neg_eigval\": false", "\"allow_neg_eigval\": true", "allow_neg_eigval is not implemented"},
+        {"gated_deltanet_3_0", "\"output_gate_activation\": \"swish\"", "\"output_gate_activation\": \"sigmoid\"", "output_gate_activation 'sigmoid' is not implemented"},
+        {"gated_deltanet_3_0", "\"expand_v\": 2", "\"expand_v\": 1.5", "Gated DeltaNet expand_v 1.5"},
+        {"attn_0", "\"qk_norm\": false", "\"qk_norm\": true", "qk_norm is not implemented"},
+        {"attn_0", "\"qkv_bias\": false", "\"qkv_bias\": true", "qkv_bias (biases on q, k, v) is not implemented"},
+        {"attn_0", "\"window_size\": null", "\"window_size\": 128", "window_size (sliding-window attention) is not implemented"},
+        {"attn_0", "\"num_heads\": 4", "\"num_heads\": 3", "the model is not one the C program can build: attn_heads 3 does not divide d_model 32"},
+        // malformed JSON, named by line and column
+        {"gla_3_0", "\"num_heads\": 2,", "\"num_heads\": 2,,", "not valid JSON: at line 14, column 18 (byte 414): expected a member's key"},
+        {"gla_3_0", "\"fuse_norm\": true", "\"fuse_norm\": true, \"fuse_norm\": false", "has the key \"fuse_norm\" twice"},
+        {"gla_3_0", "\"hidden_act\": \"swish\"", "\"hidden_act\": 'swish'", "expected a value, found '''"},
+        {"gla_3_0", "\"num_heads\": 2", "\"num_heads\": \"2\"", "num_heads must be a whole number"},
+        // tensors the config does not match: missing, unexpected, mis-shaped, a tied head that differs
+        {"gla_pure_0", "\"num_hidden_layers\": 4", "\"num_hidden_layers\": 5", "has no tensor 'model.layers.4.attn_norm.weight'"},
+        {"gla_pure_0", "\"num_hidden_layers\": 4", "\"num_hidden_layers\": 3", "unexpected tensor 'model.layers.3.attn_norm.weight'"},
+        {"gla_pure_0", "\"num_heads\": 2", "\"num_heads\": 4", "tensor 'model.layers.0.attn.g_norm_swish_gate.weight' has shape (16,), the config implies (8,)"},
+        {"gla_pure_0", "\"fuse_norm\": true", "\"fuse_norm\": false", "has no tensor 'model.layers.0.attn.g_norm.weight'"},
+        {"gla_pure_0", "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true", "lm_head.weight differs from model.embeddings.weight"},
+        {"gla_pure_1", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false", "has no tensor 'lm_head.weight'"},
+    };
+    for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++)
+        fla_check_config_refused(dir, refused[k][0], refused[k][1], refused[k][2], refused[k][3]);
+
+    // corrupt safetensors files
+    char path[PATH_CAP];
+    snprintf(path, sizeof(path), "%s/hf_gla_3_0/model.safetensors", dir);
+    long size = file_bytes(path);
+    uint64_t huge = 1ull << 40, short_header = 16;
+    fla_check_file_refused(dir, "4 bytes", NULL, NULL, 4, -1, NULL, 0, "too short to be a safetensors file (4 bytes");
+    fla_check_file_refused(dir, "header length beyond the file", NULL, NULL, -1, 0, &huge, 8,
+                           "the header length 1099511627776 goes beyond the end of the file");
+    fla_check_file_refused(dir, "header not JSON", NULL, NULL, -1, 8, "x", 1, "the header is not valid JSON: at line 1, column 1 (byte 0)");
+    fla_check_file_refused(dir, "header cut inside", NULL, NULL, -1, 0, &short_header, 8, "the header is not valid JSON");
+    fla_check_file_refused(dir, "4 bytes of data missing", NULL, NULL, size - 4, -1, NULL, 0,
+                           "tensor 'lm_head.weight': data_offsets");
+    fla_check_file_refused(dir, "8 bytes too many", NULL, NULL, size + 8, -1, NULL, 0,
+                           "(8 bytes no tensor holds)");
+    static const char* damaged[][4] = { // what, the header text replaced (the same length), by what, the message
+        {"dtype F64", "\"F32\"", "\"F64\"", "tensor 'model.embeddings.weight': dtype 'F64' is not one this program reads (F32, BF16, F16)"},
+        {"dtype I32", "\"F32\"", "\"I32\"", "dtype 'I32' is not one"},
+        {"shape x dtype != bytes", "[256,32]", "[256,31]", "shape (256, 31) of F32 needs 31744 bytes, its data_offsets [0, 32768] hold 32768"},
+        {"overlapping tensors", "[32768,32896]", "[32764,32892]",
+         "tensor 'model.layers.0.attn_norm.weight' (bytes [32764, 32892]) overlaps tensor 'model.embeddings.weight'"},
+        {"a gap", "[32768,32896]", "[32772,32900]", "the data has 4 bytes no tensor holds, before tensor 'model.layers.0.attn_norm.weight'"},
+        {"offsets reversed", "[32768,32896]", "[32896,32768]", "end before they begin"},
+        {"a duplicate name", "layers.0.attn.k_proj", "layers.0.attn.q_proj", "has the key \"model.layers.0.attn.q_proj.weight\" twice"},
+        {"metadata not a string", "\"pt\"", "1234", "__metadata__ \"format\" is not a string"},
+        {"an unknown tensor field", "\"shape\"", "\"shapf\"", "unknown field \"shapf\""},
+    };
+    for (size_t k = 0; k < sizeof(damaged) / sizeof(damaged[0]); k++)
+        fla_check_file_refused(dir, damaged[k][0], damaged[k][1], damaged[k][2], -1, -1, NULL, 0, damaged[k][3]);
+
+    // export refuses what fla cannot express: two linear families; GLA gate rank != 16
+    char cmd[3 * PATH_CAP], log[PATH_CAP];
+    snprintf(log, sizeof(log), "%s/export.log", dir);
+    int rc = fla_train(dir, "mixed", "gla,hgrn,gla,attn", 1);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla export -c '%s/ck_mixed' -o '%s/hf_mixed'", bin, dir, dir);
+    check_fails("export refuses a pattern with two linear families", cmd, log, "fla has no model that mixes linear families",
+                rc == 0 ? "gla at layers 0, 2; hgrn at layer 1" : "(the run failed)");
+    snprintf(path, sizeof(path), "%s/hf_mixed", dir);
+    check(file_bytes(path) < 0, "export writes nothing when it refuses");
+    Config c = small_config("gla:pure", 2, 1);
+    ParamSpec specs[MAX_PARAMS];
+    size_t n;
+    param_table(&c, specs, &n);
+    float* params = (float*)calloc_check(n, sizeof(float));
+    snprintf(path, sizeof(path), "%s/rank4.bin", dir);
+    checkpoint_write(path, &c, params, n);
+    free(params);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla export -c '%s' -o '%s/hf_rank4'", bin, path, dir);
+    check_fails("export refuses GLA gate rank 4", cmd, log, "fla's GLA has gate rank 16 and normalizer 16 fixed; this model has 4 and 16", NULL);
+    snprintf(cmd, sizeof(cmd), "%s/train_gla export -c '%s/ck_gla_3_0'", bin, dir);
+    check_fails("export without -o", cmd, log, "export needs -c CKPT and -o DIR", "usage: ");
+    snprintf(cmd, sizeof(cmd), "%s/train_gla import -i '%s/nothing' -o '%s/x.bin'", bin, dir, dir);
+    check_fails("import of a missing folder", cmd, log, "cannot open", "nothing/config.json");
+}
+
 int main(int argc, char** argv) {
     if (getenv("TEST_BIN_DIR")) bin = getenv("TEST_BIN_DIR");
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
@@ -2401,6 +2852,12 @@ int main(int argc, char** argv) {
     failed_before = failed;
     test_use_trained(use_dir);
     if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", use_dir);
+
+    char fla_dir[] = "/tmp/test_fla_XXXXXX";
+    if (!mkdtemp(fla_dir)) fail("cannot create a temporary directory");
+    failed_before = failed;
+    test_fla(fla_dir);
+    if (failed == failed_before) tok_run("/dev/null", "rm -rf '%s'", fla_dir);
 
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -3637,6 +3637,7 @@ int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); // logs redirected to a file keep their order with stderr
     if (argc > 1 && (!strcmp(argv[1], "generate") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "logits")))
         return tool_main(argc - 1, argv + 1);
+    if (argc > 1 && (!strcmp(argv[1], "export") || !strcmp(argv[1], "import"))) return convert_main(argc - 1, argv + 1);
     double t_start = now_seconds();
     RunFlags rf;
     run_flags_parse(&rf, argc, argv, "Trains a GLA / softmax-attention hybrid language model on an NVIDIA GPU.");

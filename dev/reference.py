@@ -65,9 +65,16 @@ AdamW weight decay applies to the Linear weights (names ending in `_proj`, plus 
 `--fp32-check` reruns each dump's 10 AdamW steps in float32 and in float64 from parameters with
 3e-7 relative noise, and prints the worst relative RMS difference of train.final.* to the float64 run
 (the seeds in DUMPS were chosen so that this stays within ~1e-5, except all_mixers.bin, ~1e-4).
+
+`--check-export DIR --ids "1 2 3" --logits FILE` reads a model that `train_gla export` wrote (DIR/config.json
+and DIR/model.safetensors, read with the standard library), maps fla's names back to the parameter
+names above, runs the float64 forward pass on the ids and compares its logits with FILE (raw float32
+(T, V), as `train_gla logits` writes them): relative RMS error <= 1e-5, the dumps' tolerance.
 """
 
 import argparse
+import array
+import json
 import math
 import os
 import struct
@@ -1102,6 +1109,102 @@ DUMPS.append(("all_mixers.bin", 501,
                               "gated_deltanet"), tie_embeddings=False, batch=2, seq_len=20)))
 
 
+# ----------------------------------------------------------------------------------------------
+# models exported for fla / Hugging Face (`train_gla export`): config.json + model.safetensors
+
+
+FLA_FAMILIES = {"gla": "gla", "hgrn": "hgrn", "hgrn2": "hgrn2", "retnet": "retnet", "delta_net": "deltanet",
+                "gated_deltanet": "gated_deltanet", "transformer": "attn"}
+# parameter suffixes whose fla key is not "<suffix>.weight" (dev/fla_names.md)
+FLA_SUFFIXES = {"gk_proj1": "gk_proj.0.weight", "gk_proj2": "gk_proj.1.weight", "gk_bias": "gk_proj.1.bias",
+                "A_log": "A_log", "dt_bias": "dt_bias", "q_conv": "q_conv1d.weight", "k_conv": "k_conv1d.weight",
+                "v_conv": "v_conv1d.weight"}
+FLA_MODEL_KEYS = {"embed": "model.embeddings.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight",
+                  "lower_bounds": "model.lower_bounds"}
+
+
+def read_safetensors(path):
+    """A safetensors file -> {name: float64 tensor}, standard library only (F32 tensors)."""
+    data = open(path, "rb").read()
+    (n,) = struct.unpack_from("<Q", data, 0)
+    header = json.loads(data[8:8 + n])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']}, export writes F32"
+        begin, end = info["data_offsets"]
+        values = array.array("f")
+        values.frombytes(data[8 + n + begin:8 + n + end])
+        if sys.byteorder != "little":
+            values.byteswap()
+        tensors[name] = torch.tensor(values.tolist(), dtype=DTYPE).view(info["shape"])
+    return tensors
+
+
+def config_from_fla(j):
+    """The reference Config of an exported config.json (one linear family + an `attn` dict, or fla's
+    Transformer)."""
+    family, d, L = FLA_FAMILIES[j["model_type"]], j["hidden_size"], j["num_hidden_layers"]
+    kw = dict(vocab_size=j["vocab_size"], d_model=d, mlp_hidden=j["intermediate_size"],
+              tie_embeddings=bool(j["tie_word_embeddings"]), norm_eps=j["norm_eps"])
+    attn = j if family == "attn" else (j.get("attn") or {})
+    if attn:
+        kw.update(attn_heads=attn["num_heads"], attn_kv_heads=attn["num_kv_heads"], rope_theta=attn["rope_theta"])
+    attn_layers = set(range(L)) if family == "attn" else set(attn.get("layers", []))
+    if family == "gla":
+        kw.update(gla_heads=j["num_heads"], gla_dk=int(d * j["expand_k"]), gla_dv=int(d * j["expand_v"]))
+    elif family == "hgrn":
+        kw.update(hgrn_dim=int(d * j["expand_ratio"]), use_lower_bound=j["use_lower_bound"])
+    elif family == "hgrn2":
+        kw.update(hgrn2_heads=d // j["expand_ratio"], use_lower_bound=j["use_lower_bound"])
+    elif family == "retnet":
+        kw.update(retnet_heads=j["num_heads"])
+    elif family == "deltanet":
+        kw.update(deltanet_heads=j["num_heads"], conv_size=j["conv_size"])
+    elif family == "gated_deltanet":
+        kw.update(gdn_heads=j["num_heads"], gdn_head_dim=j["head_dim"], gdn_expand_v=int(j["expand_v"]),
+                  conv_size=j["conv_size"])
+    return Config(pattern=tuple("attn" if l in attn_layers else family for l in range(L)), **kw)
+
+
+def fla_key(name):
+    """Our parameter name -> fla's state-dict key, e.g. layers.2.gla.gk_bias -> model.layers.2.attn.gk_proj.1.bias."""
+    if name in FLA_MODEL_KEYS:
+        return FLA_MODEL_KEYS[name]
+    _, layer, rest = name.split(".", 2)
+    if rest in ("attn_norm", "mlp_norm") or rest.startswith("mlp."):
+        return f"model.layers.{layer}.{rest}.weight"
+    mixer_name, suffix = rest.split(".")
+    if suffix == "g_norm" and mixer_name in ("gla", "retnet"):
+        return f"model.layers.{layer}.attn.g_norm_swish_gate.weight"  # fla's fused gated norm
+    return f"model.layers.{layer}.attn.{FLA_SUFFIXES.get(suffix, suffix + '.weight')}"
+
+
+def check_export(model_dir, ids_text, logits_path, tol=1e-5):
+    """Loads an exported model into the reference, runs it on the ids and compares with the C logits.
+    Returns whether the relative RMS error is within tol (every tensor used, none missing)."""
+    cfg = config_from_fla(json.load(open(os.path.join(model_dir, "config.json"))))
+    tensors = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    params = OrderedDict()
+    for name, shape, _ in parameter_specs(cfg):
+        w = tensors.pop(fla_key(name))
+        params[name] = w.reshape(shape)  # short convs: fla's (C, 1, W) -> (C, W)
+    assert not tensors, f"{model_dir}: tensors the reference does not use: {sorted(tensors)}"
+    ids = torch.tensor([[int(t) for t in ids_text.split()]])
+    acts = {}
+    model_forward(cfg, params, ids, ids, acts=acts)
+    ref = acts["logits"][0]
+    c = array.array("f")
+    c.frombytes(open(logits_path, "rb").read())
+    got = torch.tensor(c.tolist(), dtype=DTYPE).view(ref.shape)
+    err = ((ref - got).norm() / ref.norm()).item()
+    ok = err <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {model_dir} ({','.join(cfg.pattern)}): reference float64 vs '{logits_path}' "
+          f"rel RMS {err:.2e} (tol {tol:.0e})")
+    return ok
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description="Write the float64 PyTorch reference dumps.")
@@ -1109,10 +1212,18 @@ def main():
     parser.add_argument("--only", default="", help="comma-separated dump file names (default all)")
     parser.add_argument("--fp32-check", action="store_true",
                         help="instead of writing dumps, print the float32 sensitivity of train.final")
+    parser.add_argument("--check-export", metavar="DIR",
+                        help="instead: compare the C logits (--logits) of a `train_gla export` folder on --ids")
+    parser.add_argument("--ids", help="--check-export: the token ids, e.g. \"1 2 3\"")
+    parser.add_argument("--logits", help="--check-export: `train_gla logits -o FILE` of the same model and ids")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     torch.set_default_dtype(DTYPE)
+    if args.check_export:
+        if not args.ids or not args.logits:
+            parser.error("--check-export needs --ids and --logits")
+        sys.exit(0 if check_export(args.check_export, args.ids, args.logits) else 1)
     sys.path.insert(0, here)
     sys.dont_write_bytecode = True  # no dev/__pycache__ left behind
     from compare_dumps import read_dump  # round-trip check of what we wrote

@@ -21,25 +21,62 @@ static void write_cut(const char* dir, const char* kind, const char* from, const
     free(data);
 }
 
-// a tiny model (d = 8, vocab 16) of the given pattern with small random parameters
-static void write_checkpoint(const char* dir, const char* name, const char* pattern, int n_layer) {
-    Config c = {.vocab_size = 16, .d_model = 8, .n_layer = n_layer, .mlp_hidden = 8, .tie_embeddings = 0,
-                .gla_heads = 2, .gla_dk = 4, .gla_dv = 8, .gla_gate_rank = 2, .gla_gate_normalizer = 16,
-                .attn_heads = 2, .attn_kv_heads = 1, .rope_theta = 10000.0f, .norm_eps = 1e-6f, .hgrn_dim = 8,
-                .hgrn2_heads = 2, .retnet_heads = 2, .deltanet_heads = 2, .gdn_heads = 2, .gdn_head_dim = 2,
-                .gdn_expand_v = 2, .conv_size = 2, .use_lower_bound = 1};
-    const char* bad = parse_pattern(pattern, n_layer, c.pattern);
-    if (!bad) bad = validate_config(&c);
+// a tiny model (d = 8, vocab 16) of the given pattern; its small random parameters in *params (malloc'd)
+static size_t tiny_model(Config* c, const char* pattern, int n_layer, float** params) {
+    *c = (Config){.vocab_size = 16, .d_model = 8, .n_layer = n_layer, .mlp_hidden = 8, .tie_embeddings = 0,
+                  .gla_heads = 2, .gla_dk = 4, .gla_dv = 8, .gla_gate_rank = 2, .gla_gate_normalizer = 16,
+                  .attn_heads = 2, .attn_kv_heads = 1, .rope_theta = 10000.0f, .norm_eps = 1e-6f, .hgrn_dim = 8,
+                  .hgrn2_heads = 2, .retnet_heads = 2, .deltanet_heads = 2, .gdn_heads = 2, .gdn_head_dim = 2,
+                  .gdn_expand_v = 2, .conv_size = 2, .use_lower_bound = 1};
+    const char* bad = parse_pattern(pattern, n_layer, c->pattern);
+    if (!bad) bad = validate_config(c);
     if (bad) fail("seed config '%s': %s", pattern, bad);
     ParamSpec t[MAX_PARAMS];
     size_t n;
-    param_table(&c, t, &n);
-    float* params = (float*)malloc_check(n * sizeof(float));
+    param_table(c, t, &n);
+    *params = (float*)malloc_check(n * sizeof(float));
     uint64_t rng = 1;
-    for (size_t i = 0; i < n; i++) params[i] = 0.02f * random_normal(&rng);
+    for (size_t i = 0; i < n; i++) (*params)[i] = 0.02f * random_normal(&rng);
+    return n;
+}
+
+static void write_checkpoint(const char* dir, const char* name, const char* pattern, int n_layer) {
+    Config c;
+    float* params;
+    size_t n = tiny_model(&c, pattern, n_layer, &params);
     char path[PATH_CAP];
     corpus_path(path, dir, "checkpoint", name);
     checkpoint_write(path, &c, params, n);
+    free(params);
+}
+
+// a tiny model as `train_gla export` writes it (fla's gate rank 16): name.safetensors and name.json,
+// its config.json (the safetensors harness reads every seed both ways)
+static void write_fla(const char* dir, const char* name, const char* pattern, int n_layer) {
+    Config c;
+    float* params;
+    tiny_model(&c, pattern, n_layer, &params);
+    c.gla_gate_rank = 16;
+    free(params);
+    ParamSpec specs[MAX_PARAMS];
+    size_t n;
+    int n_specs = param_table(&c, specs, &n);
+    params = (float*)malloc_check(n * sizeof(float));
+    uint64_t rng = 2;
+    for (size_t i = 0; i < n; i++) params[i] = 0.02f * random_normal(&rng);
+    FlaTensor tensors[MAX_PARAMS];
+    for (int k = 0; k < n_specs; k++) fla_tensor(&specs[k], 1, &tensors[k]);
+    char path[PATH_CAP], file[256];
+    snprintf(file, sizeof(file), "%s.safetensors", name);
+    corpus_path(path, dir, "safetensors", file);
+    safetensors_write(path, tensors, n_specs, params);
+    snprintf(file, sizeof(file), "%s.json", name);
+    corpus_path(path, dir, "safetensors", file);
+    FILE* f = fopen_check(path, "wb");
+    int family;
+    const char* bad = fla_config_write(&c, f, &family);
+    if (bad) fail("seed '%s': %s", name, bad);
+    fclose_check(f, path);
     free(params);
 }
 
@@ -65,8 +102,8 @@ int main(int argc, char** argv) {
     if (argc != 2) fail("usage: %s CORPUS_DIR", argv[0]);
     const char* dir = argv[1];
     char path[PATH_CAP];
-    const char* kinds[3] = {"checkpoint", "tokenizer", "shard"};
-    for (int k = 0; k < 3; k++) {
+    const char* kinds[4] = {"checkpoint", "tokenizer", "shard", "safetensors"};
+    for (int k = 0; k < 4; k++) {
         snprintf(path, sizeof(path), "%s/%s", dir, kinds[k]);
         mkdir_p(path);
     }
@@ -95,5 +132,11 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 64; i++) targets[i] = i % 4 == 0 ? (uint16_t)(32 + i % 32) : TARGET_IGNORED;
     corpus_path(path, dir, "shard", "mqar.targets");
     targets_write(path, targets, 64, 16);
+
+    write_fla(dir, "gla_attn", "gla,attn", 2);
+    write_fla(dir, "gated_deltanet", "gated_deltanet", 1);
+    write_fla(dir, "hgrn_attn", "hgrn,attn", 2);
+    write_cut(dir, "safetensors", "gla_attn.safetensors", "cut_in_header.safetensors", 8 + 100);
+    write_cut(dir, "safetensors", "gla_attn.safetensors", "cut_in_data.safetensors", 1000);
     return 0;
 }
