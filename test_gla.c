@@ -2251,6 +2251,16 @@ static void test_use_trained(const char* dir) {
     tok_run("/dev/null", "%s/data/train_bpe -i " TOK_CASES "/tinyshakespeare_head.txt -v 300 -o '%s/bpe.bin'", bin, dir);
     check_fails("eval with a tokenizer of another vocabulary", cmd, gen, "differs from the tokenizer's", NULL);
 
+    // eval on MQAR shards (target files beside them): recall over the scored positions
+    char mq[PATH_CAP];
+    snprintf(mq, sizeof(mq), "%s/mqar", dir);
+    rc = tok_run(gen, "%s/data/mqar -V 64 -T 24 -K 4 -n 64 -m 16 -o '%s' && %s/train_gla -i '%s/mqar_train.bin' "
+                 "-j '%s/mqar_val.bin' -z '%s/tokenizer.bin' -d 32 -L 2 -p gla:1 --mlp-hidden 32 -b 4 -T 24 -n 3 -v 0 "
+                 "-s 0 -G 0 -m 4 --prompt k5 -o '%s/run'", bin, mq, bin, mq, mq, mq, mq);
+    rc2 = tok_run(gen, "%s/train_gla eval -c '%s/run' -z '%s/tokenizer.bin' -j '%s/mqar_val.bin' -b 4 -T 24", bin, mq, mq, mq);
+    check(rc == 0 && rc2 == 0 && tok_file_has(gen, "| recall ") && tok_file_has(gen, "(64 scored)"),
+          "eval on MQAR shards: recall over all 16 validation examples' 4 queries = 64 scored (exit %d, %d)", rc, rc2);
+
     // top-k: the k-th largest against a sort
     float x[50], sorted[50];
     for (int i = 0; i < 50; i++) x[i] = sorted[i] = (float)((i * 37) % 50) - 0.5f * (i % 3 == 0);
