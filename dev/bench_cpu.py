@@ -10,7 +10,7 @@ Options: --threads N (default 2), --steps N (default 20), --T 128,512 (sequence 
 --retries N / --max-wait S (see "Other processes" below).
 
 Needs: apt-get install -y python3-torch libopenblas0-openmp   (plus gcc, make, and
-libopenblas-dev for cblas.h to build dev/bench_matmul.c with -DWITH_CBLAS), and the
+libopenblas-openmp-dev for OpenBLAS's cblas.h to build dev/bench_matmul.c with -DWITH_CBLAS), and the
 Tiny Shakespeare shards (built here with `make data` if missing, from
 TINYSHAKESPEARE=../shared/data/tinyshakespeare.txt).
 
@@ -82,6 +82,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+OPENMP_BLAS_INCLUDE = "/usr/include/x86_64-linux-gnu/openblas-openmp"  # its cblas.h (libopenblas-openmp-dev)
 TRAIN_BIN = "data/tinyshakespeare/tiny_shakespeare_train.bin"
 SHARD_HEADER_BYTES = 1024  # 256 int32, then uint16 tokens
 DEFAULT_TS = (128, 256, 512, 1024)
@@ -590,7 +591,8 @@ def matmul_bench(args):
     if not os.path.exists(src) or not os.path.exists(lib) or shutil.which("gcc") is None:
         return None, "dev/bench_matmul.c, gcc or the OpenMP OpenBLAS is missing"
     exe = f"/tmp/bench_matmul_cpu_{os.getpid()}"
-    cmd = ["gcc", "-O3", "-march=native", "-fopenmp", "-DWITH_CBLAS", src, "-o", exe, "-lm", lib,
+    cmd = ["gcc", "-O3", "-march=native", "-fopenmp", "-Werror=implicit-function-declaration", "-DWITH_CBLAS",
+           "-I" + OPENMP_BLAS_INCLUDE, src, "-o", exe, "-lm", lib,
            f"-Wl,-rpath,{OPENMP_BLAS_DIR}"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
