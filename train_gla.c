@@ -2923,6 +2923,10 @@ int main(int argc, char** argv) {
     run_log_open(&log, rf.out_dir, start >= 0);
 
     print_model_summary(&cfg, model.num_params);
+    // model.h's estimate, shared with train_gla.cu: each step line prints the GFLOP/s it reached
+    double step_flops = flops_per_token(&cfg, T, model.chunk_size) * B * T;
+    printf("FLOPs per token: %.3g (forward + backward, chunk %d); %.3g per step\n", step_flops / (B * T),
+           model.chunk_size, step_flops);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
@@ -3003,8 +3007,9 @@ int main(int argc, char** argv) {
         step_time = dt > step_time ? dt : 0.5 * (step_time + dt); // the slow steps count: a bound, not an average
         mean_step = mean_step > 0 ? 0.9 * mean_step + 0.1 * dt : dt;
         char eta[32];
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | ETA %s\n", step + 1, rf.steps,
-               model.loss, step_lr, norm, dt * 1e3, B * T / dt, format_duration(mean_step * (rf.steps - step - 1), eta));
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | %.1f GFLOP/s | ETA %s\n",
+               step + 1, rf.steps, model.loss, step_lr, norm, dt * 1e3, B * T / dt, step_flops / dt * 1e-9,
+               format_duration(mean_step * (rf.steps - step - 1), eta));
         run_log_step(&log, step + 1, model.loss, step_lr, norm, B * T / dt, now_seconds() - t_start);
     }
     if (!stop_signal)
