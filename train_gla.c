@@ -616,19 +616,21 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 // (the backward of a rotation is the rotation by −φ).
 void rope_rotate(float* x, int B, int T, int NH, int D, int pos0, float theta, int sign) {
     int half = D / 2;
-    #pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < half; i++) {
-                double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
-                float c = (float)cos(phi), s = sign * (float)sin(phi);
+    // the angles depend on (t, i) only: computed once per position for all B rows (pow, cos and sin
+    // are libm calls, and were taken B times over); each thread owns whole positions
+    #pragma omp parallel for
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
+            float c = (float)cos(phi), s = sign * (float)sin(phi);
+            for (int b = 0; b < B; b++)
                 for (int h = 0; h < NH; h++) {
                     float* v = x + (((size_t)b * T + t) * NH + h) * D;
                     float x1 = v[i], x2 = v[i + half];
                     v[i] = x1 * c - x2 * s;
                     v[i + half] = x2 * c + x1 * s;
                 }
-            }
+        }
 }
 void rope_forward(float* x, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(x, B, T, NH, D, pos0, theta, +1); }
 void rope_backward(float* dx, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(dx, B, T, NH, D, pos0, theta, -1); }
@@ -2083,7 +2085,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
                     for (int s = 0; s <= t; s++) p[s] += x * kTi[s];
                 }
                 float maxv = -INFINITY, sum = 0.0f;
-                for (int s = 0; s <= t; s++) maxv = fmaxf(maxv, p[s]);
+                for (int s = 0; s <= t; s++) maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
                 for (int s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
                 float inv = 1.0f / sum;
                 float* ot = out + (((size_t)b * T + t) * H + h) * D;
@@ -2224,7 +2226,7 @@ float crossentropy_forward(float* logits, const int* targets, int N, int V, int*
     for (int n = 0; n < N; n++) {
         float* row = logits + (size_t)n * V;
         float maxv = -INFINITY;
-        for (int i = 0; i < V; i++) maxv = fmaxf(maxv, row[i]);
+        for (int i = 0; i < V; i++) maxv = row[i] > maxv ? row[i] : maxv; // fmaxf's value, no libm call
         float sum = 0.0f;
         for (int i = 0; i < V; i++) { row[i] = exp_fast(row[i] - maxv); sum += row[i]; }
         for (int i = 0; i < V; i++) row[i] /= sum;
@@ -2610,7 +2612,7 @@ static void attention_step(float* out, float* p, const float* q, const float* kc
             float dot = 0.0f;
             for (int i = 0; i < D; i++) dot += q[h * D + i] * ks[i];
             p[s] = dot * scale;
-            maxv = fmaxf(maxv, p[s]);
+            maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
         }
         for (int s = 0; s <= pos; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
         for (int i = 0; i < D; i++) out[h * D + i] = 0.0f;
