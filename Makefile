@@ -13,6 +13,9 @@
 CC ?= cc
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -Wno-missing-field-initializers -Wno-format-truncation
+# a call to an undeclared function is an error, not a warning: C89's implicit int would truncate a
+# pointer result (how dev/bench_matmul.c once crashed on OpenBLAS's char* functions)
+CFLAGS += -Werror=implicit-function-declaration
 LDLIBS = -lm
 
 # OpenMP: gcc/clang with -fopenmp where it links; macOS clang needs Homebrew's libomp
@@ -53,6 +56,15 @@ $(DATA_TOOLS): %: %.c model.h
 # time per token of each mixer's forward + backward at T = 512, 2048, 8192 (README table)
 dev/bench_mixers: dev/bench_mixers.c train_gla.c model.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+# GFLOP/s of the C matmul on the model's shapes, with a correctness sweep; make dev/bench_matmul_blas
+# puts OpenBLAS's sgemm beside it (apt-get install libopenblas0-openmp libopenblas-openmp-dev)
+OPENBLAS_OMP = /usr/lib/x86_64-linux-gnu/openblas-openmp
+dev/bench_matmul: dev/bench_matmul.c train_gla.c model.h
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+dev/bench_matmul_blas: dev/bench_matmul.c train_gla.c model.h
+	$(CC) $(CFLAGS) -DWITH_CBLAS -I/usr/include/x86_64-linux-gnu/openblas-openmp $< -o $@ $(LDLIBS) \
+	    $(OPENBLAS_OMP)/libopenblas.so.0 -Wl,-rpath,$(OPENBLAS_OMP)
 
 $(DATA) $(TOKENIZER): | data/prepare
 	./data/prepare
@@ -99,6 +111,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_READERS = checkpoint tokenizer shard safetensors
 FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_FLAGS += -Werror=implicit-function-declaration
 build/fuzz/%: dev/fuzz/fuzz_%.c model.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ -lm
@@ -164,6 +177,6 @@ emu-test:
 	dev/cuda/emu/run.sh test
 
 clean:
-	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers dev/fuzz/make_corpus
+	rm -f train_gla test_gla $(DATA_TOOLS) dev/bench_mixers dev/bench_matmul dev/bench_matmul_blas dev/fuzz/make_corpus
 	rm -f train_gla_cu test_gla_cu $(DEV_CUDA)
 	rm -rf build

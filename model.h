@@ -598,6 +598,33 @@ static int param_table(const Config* c, ParamSpec* t, size_t* total) {
     return n;
 }
 
+// Floating-point operations of one training step per token (forward + backward = 3x forward), the
+// figure behind both trainers' GFLOP/s (CPU) and MFU (GPU): 6 per weight of every matmul (the LM head
+// included, the embedding lookup not), the attention GEMMs as computed on a GPU (all T keys: 2 GEMMs
+// of 2 T d per token forward), and the chunkwise linear mixers' core with chunk length `chunk` (per
+// head: the intra-chunk scores and their use, 2 C (K + V), and the state's read and update, 4 K V).
+// Short convs, norms and gates are left out: an estimate, as llm.c's.
+static double flops_per_token(const Config* c, int T, int chunk) {
+    ParamSpec* specs = (ParamSpec*)malloc_check(MAX_PARAMS * sizeof(ParamSpec));
+    size_t num_params = 0;
+    param_table(c, specs, &num_params);
+    free(specs);
+    double matmul_weights = (double)num_params;
+    if (!c->tie_embeddings) matmul_weights -= (double)c->vocab_size * c->d_model; // the lookup table
+    double flops = 6.0 * matmul_weights;
+    for (int l = 0; l < c->n_layer; l++) {
+        int mix = c->pattern[l];
+        if (mix == MIXER_ATTN) {
+            flops += 3.0 * 4.0 * T * c->d_model;
+        } else if (mix != MIXER_HGRN) {
+            int H, K, V;
+            mixer_dims(c, mix, &H, &K, &V);
+            flops += 3.0 * H * (2.0 * chunk * (K + V) + 4.0 * K * V);
+        }
+    }
+    return flops;
+}
+
 // fla's init of the parameters (host memory, (total,) laid out by the table specs[0..n)): matrices
 // N(0, 0.02), norm weights 1, the GLA gate bias and the lower bounds 0, GDN's A_log = log U(0, 16]
 // and dt_bias = softplus⁻¹(dt), dt = exp(U(log 1e-3, log 0.1)) ≥ 1e-4. One RNG stream from seed,

@@ -567,8 +567,15 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
 // normal floats: e^{−87} ≈ 1.6e−38 stands in for "underflows to 0", which is harmless everywhere it
 // is used (decays, softmax weights).
 static inline float exp_fast(float x) {
-    x = fminf(fmaxf(x, -87.0f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    // the clamp as comparisons, not fminf/fmaxf: without -ffinite-math-only gcc calls libm for those
+    // (NaN rules), which kept every loop around exp_fast scalar. These select the same values, NaN
+    // included (a NaN fails both tests and becomes −87, as fmaxf(NaN, −87) = −87 did), and compile
+    // to vmaxps/vminps.
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
+    // n = x / ln 2 rounded to the nearest integer by the 1.5·2^23 trick (adding it leaves no fraction
+    // bits; |x / ln 2| < 128): floorf(x / ln 2 + 0.5) was a libm call that kept these loops scalar
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -596,9 +603,10 @@ void swiglu_forward(float* out, const float* gate, const float* up, size_t n) {
 // dgate, dup (N,I) = (overwritten) from dout (N,I)
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, size_t n) {
     #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        dgate[i] = dout[i] * up[i] * silu_grad(gate[i]);
-        dup[i] = dout[i] * siluf(gate[i]);
+    for (size_t i = 0; i < n; i++) { // one σ per element for both gradients (silu_grad and siluf each took one)
+        float g = gate[i], sg = sigmoidf(g);
+        dgate[i] = dout[i] * up[i] * (sg * (1.0f + g * (1.0f - sg)));
+        dup[i] = dout[i] * (g * sg);
     }
 }
 
@@ -608,25 +616,62 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 // (the backward of a rotation is the rotation by −φ).
 void rope_rotate(float* x, int B, int T, int NH, int D, int pos0, float theta, int sign) {
     int half = D / 2;
-    #pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < half; i++) {
-                double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
-                float c = (float)cos(phi), s = sign * (float)sin(phi);
+    // the angles depend on (t, i) only: computed once per position for all B rows (pow, cos and sin
+    // are libm calls, and were taken B times over); each thread owns whole positions
+    #pragma omp parallel for
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
+            float c = (float)cos(phi), s = sign * (float)sin(phi);
+            for (int b = 0; b < B; b++)
                 for (int h = 0; h < NH; h++) {
                     float* v = x + (((size_t)b * T + t) * NH + h) * D;
                     float x1 = v[i], x2 = v[i + half];
                     v[i] = x1 * c - x2 * s;
                     v[i + half] = x2 * c + x1 * s;
                 }
-            }
+        }
 }
 void rope_forward(float* x, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(x, B, T, NH, D, pos0, theta, +1); }
 void rope_backward(float* dx, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(dx, B, T, NH, D, pos0, theta, -1); }
 
+// ln x for a positive normal float, in plain C that vectorises (as exp_fast; libm's logf/log1pf are
+// calls, and they sat in the gate loops of every GLA layer). x = m 2^e with m in [√½, √2), then
+// Cephes' degree-9 polynomial for ln(1 + (m − 1)) and e ln 2 in two parts: within ~2 ulp of logf.
+static inline float log_fast(float x) {
+    int32_t bits;
+    memcpy(&bits, &x, sizeof(bits));
+    int e = ((bits >> 23) & 0xff) - 126;          // x = m 2^e, m in [0.5, 1)
+    bits = (bits & 0x007fffff) | 0x3f000000;
+    float m;
+    memcpy(&m, &bits, sizeof(m));
+    int small = m < 0.707106781186547524f;        // move m to [√½, √2)
+    e -= small;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m, y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    float fe = (float)e;
+    y += -2.12194440e-4f * fe - 0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+// ln(1 + y) for y >= 0, accurate for small y too: with u = 1 + y rounded, ln(u) · y / (u − 1) cancels
+// the rounding of u (Goldberg's trick); y below half an ulp of 1 gives u = 1 and ln(1 + y) = y.
+static inline float log1p_fast(float y) {
+    float u = 1.0f + y, d = u - 1.0f;
+    return d == 0.0f ? y : log_fast(u) * (y / d);
+}
+
 // log σ(x) = min(x, 0) − log1p(e^{−|x|}) (stable for any x); its derivative is 1 − σ(x) = σ(−x)
-static inline float logsigmoidf(float x) { return fminf(x, 0.0f) - log1pf(exp_fast(-fabsf(x))); }
+// (min as a comparison and log1p_fast: no libm calls, so the gate loops vectorise)
+static inline float logsigmoidf(float x) { return (x < 0.0f ? x : 0.0f) - log1p_fast(exp_fast(-fabsf(x))); }
 
 // ----------------------------------------------------------------------------
 // GLA, the recurrent form (LAYERS.md §2.2): the clearest statement of the layer, used for generation
@@ -2040,7 +2085,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
                     for (int s = 0; s <= t; s++) p[s] += x * kTi[s];
                 }
                 float maxv = -INFINITY, sum = 0.0f;
-                for (int s = 0; s <= t; s++) maxv = fmaxf(maxv, p[s]);
+                for (int s = 0; s <= t; s++) maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
                 for (int s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
                 float inv = 1.0f / sum;
                 float* ot = out + (((size_t)b * T + t) * H + h) * D;
@@ -2181,7 +2226,7 @@ float crossentropy_forward(float* logits, const int* targets, int N, int V, int*
     for (int n = 0; n < N; n++) {
         float* row = logits + (size_t)n * V;
         float maxv = -INFINITY;
-        for (int i = 0; i < V; i++) maxv = fmaxf(maxv, row[i]);
+        for (int i = 0; i < V; i++) maxv = row[i] > maxv ? row[i] : maxv; // fmaxf's value, no libm call
         float sum = 0.0f;
         for (int i = 0; i < V; i++) { row[i] = exp_fast(row[i] - maxv); sum += row[i]; }
         for (int i = 0; i < V; i++) row[i] /= sum;
@@ -2567,7 +2612,7 @@ static void attention_step(float* out, float* p, const float* q, const float* kc
             float dot = 0.0f;
             for (int i = 0; i < D; i++) dot += q[h * D + i] * ks[i];
             p[s] = dot * scale;
-            maxv = fmaxf(maxv, p[s]);
+            maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
         }
         for (int s = 0; s <= pos; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
         for (int i = 0; i < D; i++) out[h * D + i] = 0.0f;
@@ -2924,6 +2969,10 @@ int main(int argc, char** argv) {
     run_log_open(&log, rf.out_dir, start >= 0);
 
     print_model_summary(&cfg, model.num_params);
+    // model.h's estimate, shared with train_gla.cu: each step line prints the GFLOP/s it reached
+    double step_flops = flops_per_token(&cfg, T, model.chunk_size) * B * T;
+    printf("FLOPs per token: %.3g (forward + backward, chunk %d); %.3g per step\n", step_flops / (B * T),
+           model.chunk_size, step_flops);
     printf("memory: params %.1f MiB, grads %.1f MiB, AdamW %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB\n",
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
@@ -3004,8 +3053,9 @@ int main(int argc, char** argv) {
         step_time = dt > step_time ? dt : 0.5 * (step_time + dt); // the slow steps count: a bound, not an average
         mean_step = mean_step > 0 ? 0.9 * mean_step + 0.1 * dt : dt;
         char eta[32];
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | ETA %s\n", step + 1, rf.steps,
-               model.loss, step_lr, norm, dt * 1e3, B * T / dt, format_duration(mean_step * (rf.steps - step - 1), eta));
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | %.1f GFLOP/s | ETA %s\n",
+               step + 1, rf.steps, model.loss, step_lr, norm, dt * 1e3, B * T / dt, step_flops / dt * 1e-9,
+               format_duration(mean_step * (rf.steps - step - 1), eta));
         run_log_step(&log, step + 1, model.loss, step_lr, norm, B * T / dt, now_seconds() - t_start);
     }
     if (!stop_signal)

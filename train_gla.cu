@@ -3529,29 +3529,6 @@ double decode_seconds_per_token(Model* m) {
     return per_token;
 }
 
-// Floating-point operations of one training step per token (forward + backward = 3× forward), for the
-// MFU estimate: 6 per weight of every matmul (the LM head included, the embedding lookup not), the
-// attention GEMMs as computed (all T keys: 2 GEMMs of 2 T d per token forward), and the chunkwise
-// linear mixers' core (per head: the intra-chunk scores and their use, 2 C (K + V), and the state's
-// read and update, 4 K V). Short convs, norms and gates are left out: an estimate, as llm.c's.
-static double flops_per_token(const Model* m, int T) {
-    const Config* c = &m->config;
-    double matmul_weights = (double)m->num_params;
-    if (!c->tie_embeddings) matmul_weights -= (double)c->vocab_size * c->d_model;   // the lookup table
-    double flops = 6.0 * matmul_weights;
-    for (int l = 0; l < c->n_layer; l++) {
-        int mix = c->pattern[l];
-        if (mix == MIXER_ATTN) {
-            flops += 3.0 * 4.0 * T * c->d_model;
-        } else if (mix != MIXER_HGRN) {
-            int H, K, V;
-            mixer_dims(c, mix, &H, &K, &V);
-            flops += 3.0 * H * (2.0 * m->chunk_size * (K + V) + 4.0 * K * V);
-        }
-    }
-    return flops;
-}
-
 // Peak fp32 FLOP/s of the device (non-tensor-core): SMs × fp32 lanes per SM × 2 (FMA) × clock.
 // 128 lanes per SM from compute capability 8.6 on (and 8.9, 9.0, 10.x, 12.x), 64 before.
 static double peak_flops(int device) {
@@ -3716,7 +3693,7 @@ int main(int argc, char** argv) {
            T, need);
     model_alloc_acts(&model, B, T);
     cuda_check(cudaMemGetInfo(&gpu_free, &gpu_total));
-    double step_flops = flops_per_token(&model, T) * B * T, peak = peak_flops(device);
+    double step_flops = flops_per_token(&model.config, T, model.chunk_size) * B * T, peak = peak_flops(device);
     printf("device: %s, %d SMs, %.0f MiB in use of %.0f MiB, peak fp32 %.1f TFLOP/s (for MFU)\n", prop.name,
            prop.multiProcessorCount, (gpu_total - gpu_free) * MiB, gpu_total * MiB, peak * 1e-12);
     printf("data: %zu shard(s) train, val %zu shard(s); %d steps of %d tokens, warmup %d\n", train.files.gl_pathc,

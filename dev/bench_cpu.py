@@ -5,12 +5,14 @@ Run from the repository root:
     /usr/bin/python3 dev/bench_cpu.py --quick    # smoke test, < 1 min
 --quick: 4 steps per run (2 timed), T = 128 and 1024 only, torch with the tuned malloc only.
 Options: --threads N (default 2), --steps N (default 20), --T 128,512 (sequence lengths),
+--python PY[,PY:compile,...] (the torch side's interpreters, e.g. /usr/bin/python3 for Debian's torch 1.13
+and a venv's python for a pip torch 2.x; ':compile' runs that one under torch.compile),
 --tokens N (B*T per step, default 4096), --torch-malloc both|tuned|default (default both),
 --no-build, --no-matmul, --no-check, --system-blas, --verbose (torch per-step lines),
 --retries N / --max-wait S (see "Other processes" below).
 
 Needs: apt-get install -y python3-torch libopenblas0-openmp   (plus gcc, make, and
-libopenblas-dev for cblas.h to build dev/bench_matmul.c with -DWITH_CBLAS), and the
+libopenblas-openmp-dev for OpenBLAS's cblas.h to build dev/bench_matmul.c with -DWITH_CBLAS), and the
 Tiny Shakespeare shards (built here with `make data` if missing, from
 TINYSHAKESPEARE=../shared/data/tinyshakespeare.txt).
 
@@ -82,6 +84,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+OPENMP_BLAS_INCLUDE = "/usr/include/x86_64-linux-gnu/openblas-openmp"  # its cblas.h (libopenblas-openmp-dev)
 TRAIN_BIN = "data/tinyshakespeare/tiny_shakespeare_train.bin"
 SHARD_HEADER_BYTES = 1024  # 256 int32, then uint16 tokens
 DEFAULT_TS = (128, 256, 512, 1024)
@@ -418,6 +421,9 @@ def worker_train(args):
         progress = (step - warmup) / max(1, steps - warmup)
         return lr * min_frac + 0.5 * (lr - lr * min_frac) * (1 + math.cos(math.pi * progress))
 
+    # --compile: torch.compile of the whole forward (its backward compiled by AOTAutograd); the first
+    # steps compile and are warm-up, outside the median
+    forward = torch.compile(M["forward"]) if args.compile else M["forward"]
     pos, span = 0, B * T
     times, losses = [], []
     for step in range(steps):
@@ -427,7 +433,7 @@ def worker_train(args):
         chunk = tokens[pos: pos + span + 1]
         pos += span
         inputs, targets = chunk[:-1].view(B, T), chunk[1:].view(B, T)
-        loss = M["forward"](cfg, params, inputs, targets)
+        loss = forward(cfg, params, inputs, targets)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(plist, 1.0)
         for group in opt.param_groups:
@@ -528,9 +534,9 @@ def cpu_name():
     return "?"
 
 
-def worker(mode, args, extra=(), timeout=900, malloc="tuned"):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--threads", str(args.threads),
-           "--tokens", str(args.tokens)] + list(extra)
+def worker(mode, args, extra=(), timeout=900, malloc="tuned", python=None, compile=False):
+    cmd = [python or args.pythons[0], os.path.abspath(__file__), "--worker", mode, "--threads", str(args.threads),
+           "--tokens", str(args.tokens)] + (["--compile"] if compile else []) + list(extra)
     rc, out, err, rss = run_with_rusage(cmd, torch_env(args, malloc), timeout)
     if rc != 0:
         sys.exit(f"torch worker '{mode}' failed (exit {rc}):\n{out[-3000:]}\n{err[-3000:]}")
@@ -549,18 +555,24 @@ def run_c(args, B, T, steps):
     rc, out, err, rss = run_with_rusage(cmd, env, timeout=900)
     if rc != 0:
         sys.exit(f"{' '.join(cmd)} failed (exit {rc}):\n{out[-3000:]}\n{err[-3000:]}")
-    ms, losses, nparams = [], [], None
+    ms, losses, gflops, nparams, flops_tok = [], [], [], None, float("nan")
     for line in out.splitlines():
         m = STEP_RE.match(line)
         if m:
             ms.append(float(m.group(4)))
             losses.append(float(m.group(3)))
+            g = re.search(r"\| ([0-9.]+) GFLOP/s", line)
+            if g:
+                gflops.append(float(g.group(1)))
+        m = re.match(r"FLOPs per token: ([0-9.eE+]+)", line)
+        if m:
+            flops_tok = float(m.group(1))
         m = re.match(r"parameters: (\d+)", line)
         if m:
             nparams = int(m.group(1))
     if len(ms) != steps:
         sys.exit(f"parsed {len(ms)} step lines from ./train_gla, expected {steps}:\n{out[-3000:]}")
-    return dict(ms=ms, losses=losses, nparams=nparams, rss=rss, cmd=" ".join(cmd))
+    return dict(ms=ms, losses=losses, nparams=nparams, rss=rss, cmd=" ".join(cmd), gflops=gflops, flops_tok=flops_tok)
 
 
 def build(args):
@@ -590,7 +602,8 @@ def matmul_bench(args):
     if not os.path.exists(src) or not os.path.exists(lib) or shutil.which("gcc") is None:
         return None, "dev/bench_matmul.c, gcc or the OpenMP OpenBLAS is missing"
     exe = f"/tmp/bench_matmul_cpu_{os.getpid()}"
-    cmd = ["gcc", "-O3", "-march=native", "-fopenmp", "-DWITH_CBLAS", src, "-o", exe, "-lm", lib,
+    cmd = ["gcc", "-O3", "-march=native", "-fopenmp", "-Werror=implicit-function-declaration", "-DWITH_CBLAS",
+           "-I" + OPENMP_BLAS_INCLUDE, src, "-o", exe, "-lm", lib,
            f"-Wl,-rpath,{OPENMP_BLAS_DIR}"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
@@ -640,6 +653,11 @@ def main():
                          " default 2, --quick 0")
     ap.add_argument("--max-wait", type=float, default=-1,
                     help="seconds to wait for an idle machine before each measurement; default 120, --quick 5")
+    ap.add_argument("--python", default="",
+                    help="comma-separated interpreters to run the torch side with, each as is and, with a"
+                         " ':compile' suffix, under torch.compile (default: this interpreter, e.g. Debian's"
+                         " /usr/bin/python3 with torch 1.13; a pip torch in a venv: /path/venv/bin/python)")
+    ap.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--torch-malloc", choices=["both", "tuned", "default"], default="",
                     help="glibc malloc settings of the torch runs (default: both; --quick: tuned)")
     # internal
@@ -655,6 +673,14 @@ def main():
         return
 
     t_start = time.time()
+    # the torch variants: (label, interpreter, torch.compile)
+    torches = []
+    for spec in (args.python.split(",") if args.python else [sys.executable]):
+        py, _, mode = spec.partition(":")
+        if mode not in ("", "compile"):
+            sys.exit(f"--python {spec}: the only suffix is ':compile'")
+        torches.append((spec, py, mode == "compile"))
+    args.pythons = [py for _, py, _ in torches]
     steps = args.steps or (4 if args.quick else 20)
     args.torch_malloc = args.torch_malloc or ("tuned" if args.quick else "both")
     if args.retries < 0:
@@ -702,6 +728,12 @@ def main():
         sys.exit("torch is not running on OpenBLAS: apt-get install -y libopenblas0-openmp")
     if info["mm1024"] < 50:
         print("WARNING: torch sgemm below 50 GFLOP/s: the comparison would flatter the C code")
+    for py in dict.fromkeys(args.pythons[1:]):  # each other interpreter once
+        if py == args.pythons[0]:
+            continue
+        (oi, _, _), _ = run_clean(args, lambda: worker("blas", args, python=py), f"torch BLAS timing ({py})")
+        print(f"also: {py}: torch {oi['torch']} ({oi['threads']} threads), BLAS libraries loaded:"
+              f" {', '.join(oi['libs']) or 'none (its own, linked in)'}; torch.mm 1024^3 {oi['mm1024']:.1f} GFLOP/s")
 
     if not args.no_matmul:
         (lines, how), other = run_clean(args, lambda: matmul_bench(args), "bench_matmul")
@@ -723,28 +755,34 @@ def main():
         print(f"check: float32 torch model vs float64 reference model (T=100): loss rel err {chk['model_loss']:.1e},"
               f" grads max rel err {chk['model_grad']:.1e}; {chk['nparams']} parameters")
 
-    variants = ["tuned", "default"] if args.torch_malloc == "both" else [args.torch_malloc]
+    mallocs = ["tuned", "default"] if args.torch_malloc == "both" else [args.torch_malloc]
+    # every (interpreter, compile) with every malloc setting; the label names both when needed
+    variants = [(f"{label}/{malloc}" if len(torches) > 1 or len(mallocs) > 1 else label, py, comp, malloc)
+                for label, py, comp in torches for malloc in mallocs]
     print(f"\nruns: {steps} steps each, median ms/step over steps 3..{steps}; B*T = {args.tokens} tokens/step;"
-          f" torch malloc: {', '.join(variants)} (tuned = GLIBC_TUNABLES={MALLOC_TUNED})")
+          f" torch malloc: {', '.join(mallocs)} (tuned = GLIBC_TUNABLES={MALLOC_TUNED})")
     rows = []
     for T in Ts:
         B = args.tokens // T
         c, c_other = run_clean(args, lambda: run_c(args, B, T, steps), f"C T={T}")
         c_ms = statistics.median(c["ms"][2:])
-        row = dict(T=T, B=B, c_ms=c_ms, c_tok=args.tokens / c_ms * 1e3, c_rss=c["rss"], torch={})
+        c_gf = statistics.median(c["gflops"][2:]) if len(c["gflops"]) == steps else float("nan")
+        row = dict(T=T, B=B, c_ms=c_ms, c_tok=args.tokens / c_ms * 1e3, c_rss=c["rss"], c_gf=c_gf,
+                   flops_tok=c["flops_tok"], torch={})
         line = (f"T={T:5d} B={B:3d} | C {c_ms:7.1f} ms [{min(c['ms'][2:]):.0f}-{max(c['ms'][2:]):.0f}] "
-                f"loss {c['losses'][-1]:.3f} rss {c['rss']:.0f} MiB" + busy_note(c_other))
-        for malloc in variants:
+                f"{c_gf:.0f} GFLOP/s loss {c['losses'][-1]:.3f} rss {c['rss']:.0f} MiB" + busy_note(c_other))
+        for label, py, comp, malloc in variants:
             extra = ["--B", str(B), "--T1", str(T), "--steps", str(steps)] + (["--verbose"] if args.verbose else [])
-            (tj, trss, terr), t_other = run_clean(args, lambda: worker("train", args, extra, malloc=malloc),
-                                                  f"torch/{malloc} T={T}")
+            (tj, trss, terr), t_other = run_clean(
+                args, lambda: worker("train", args, extra, malloc=malloc, python=py, compile=comp),
+                f"torch {label} T={T}")
             if args.verbose:
-                print(f"torch/{malloc} T={T}:\n{terr.rstrip()}")
+                print(f"torch {label} T={T}:\n{terr.rstrip()}")
             if c["nparams"] is not None and c["nparams"] != tj["nparams"]:
                 sys.exit(f"parameter counts differ: C {c['nparams']}, torch {tj['nparams']}")
             t_ms = statistics.median(tj["ms"][2:])
-            row["torch"][malloc] = dict(ms=t_ms, tok=args.tokens / t_ms * 1e3, rss=trss)
-            line += (f" | torch/{malloc} {t_ms:7.1f} ms [{min(tj['ms'][2:]):.0f}-{max(tj['ms'][2:]):.0f}] "
+            row["torch"][label] = dict(ms=t_ms, tok=args.tokens / t_ms * 1e3, rss=trss)
+            line += (f" | torch {label} {t_ms:7.1f} ms [{min(tj['ms'][2:]):.0f}-{max(tj['ms'][2:]):.0f}] "
                      f"loss {tj['losses'][-1]:.3f} rss {trss:.0f} MiB (after import {tj['rss_import']:.0f})"
                      f"{busy_note(t_other)} | C {t_ms / c_ms:.2f}x")
         rows.append(row)
@@ -759,15 +797,24 @@ def main():
           f" GLA 2 heads Dk 64 Dv 128, attn 4 heads; GLA chunk 16 in C, 64 in torch); {args.threads} threads both sides; torch sgemm"
           f" {info['mm1024']:.0f} GFLOP/s (OpenBLAS {info['core'] or '-'}); {steps} steps, median of the last"
           f" {steps - 2}")
-    for malloc in variants:
-        title = {"tuned": "torch with glibc malloc keeping freed memory (GLIBC_TUNABLES above)",
-                 "default": "torch with glibc's default malloc"}[malloc]
-        print(f"\n{title}:\n")
+    # the C trainer's arithmetic rate (train_gla's own FLOPs-per-token estimate, model.h) beside the
+    # sgemm rate of OpenBLAS measured in this run (torch.mm 1024^3 of the first interpreter)
+    print(f"\nC trainer GFLOP/s (model.h's FLOPs per token x tok/s, median step) vs OpenBLAS sgemm"
+          f" {info['mm1024']:.1f} GFLOP/s (torch.mm 1024^3, this run):\n")
+    print(fmt_row(["T", "FLOPs/token", "C GFLOP/s", "% of sgemm"]))
+    print(fmt_row(["---:"] * 4))
+    for r in rows:
+        print(fmt_row([str(r["T"]), f"{r['flops_tok']:.3g}", f"{r['c_gf']:.1f}",
+                       f"{100 * r['c_gf'] / info['mm1024']:.0f}%"]))
+    for label, _, _, malloc in variants:
+        title = {"tuned": "glibc malloc keeping freed memory (GLIBC_TUNABLES above)",
+                 "default": "glibc's default malloc"}[malloc]
+        print(f"\ntorch {label}, {title}:\n")
         print(fmt_row(["T", "B", "C tok/s", "C ms/step", "torch tok/s", "torch ms/step", "ratio C/torch",
                        "C max RSS MiB", "torch max RSS MiB"]))
         print(fmt_row(["---:"] * 9))
         for r in rows:
-            t = r["torch"][malloc]
+            t = r["torch"][label]
             print(fmt_row([str(r["T"]), str(r["B"]), f"{r['c_tok']:.0f}", f"{r['c_ms']:.1f}", f"{t['tok']:.0f}",
                            f"{t['ms']:.1f}", f"{r['c_tok'] / t['tok']:.2f}", f"{r['c_rss']:.0f}", f"{t['rss']:.0f}"]))
     print(f"\n(ratio = C tok/s / torch tok/s; > 1: the C trainer is faster. Total bench time "

@@ -3,8 +3,9 @@
  *
  * Build & run (from the repo root; binary goes to /tmp):
  *   gcc -O3 -march=native -fopenmp dev/bench_matmul.c -o /tmp/bench_matmul -lm && OMP_NUM_THREADS=2 /tmp/bench_matmul
- * With OpenBLAS side by side (links the OpenMP flavour of Debian's OpenBLAS explicitly):
- *   gcc -O3 -march=native -fopenmp -DWITH_CBLAS dev/bench_matmul.c -o /tmp/bench_matmul -lm /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp && OMP_NUM_THREADS=2 /tmp/bench_matmul
+ * With OpenBLAS side by side (apt-get install libopenblas0-openmp libopenblas-openmp-dev; compiles
+ * against that flavour's own cblas.h and links its library explicitly):
+ *   gcc -O3 -march=native -fopenmp -Werror=implicit-function-declaration -DWITH_CBLAS -I/usr/include/x86_64-linux-gnu/openblas-openmp dev/bench_matmul.c -o /tmp/bench_matmul -lm /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp && OMP_NUM_THREADS=2 /tmp/bench_matmul
  *   (Debian's OpenBLAS 0.3.21 does not recognise this CPU model and falls back
  *    to its "Prescott" kernels; add OPENBLAS_CORETYPE=CooperLake to get AVX-512.)
  * Without OpenMP:
@@ -18,11 +19,11 @@
  * Exits non-zero if any relative RMS error exceeds 1e-5 or if results differ
  * between thread counts.
  */
+/* dladdr (which libopenblas is loaded), clock_gettime, and model.h's ftello: a narrower
+ * _POSIX_C_SOURCE would hide the last one */
+#define _GNU_SOURCE
 #ifdef WITH_CBLAS
-#define _GNU_SOURCE                 /* dladdr: report which libopenblas is loaded */
 #include <dlfcn.h>
-#else
-#define _POSIX_C_SOURCE 199309L     /* clock_gettime */
 #endif
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,13 @@
 #define TESTING
 #include "../train_gla.c"   /* matmul_forward / matmul_backward */
 #ifdef WITH_CBLAS
+/* OpenBLAS's cblas.h: it declares openblas_get_config() and friends, used below. The generic
+ * cblas.h (reference BLAS, libblas-dev) does not; called undeclared, their char* results were
+ * truncated to int and the program crashed. Stop here instead when the wrong header is found. */
 #include <cblas.h>
+#ifndef OPENBLAS_VERSION
+#error "this cblas.h is not OpenBLAS's: add -I/usr/include/x86_64-linux-gnu/openblas-openmp (apt-get install libopenblas-openmp-dev)"
+#endif
 #endif
 
 /* wall clock by default; BENCH_CPUTIME=1 uses process CPU time instead, which

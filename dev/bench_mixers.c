@@ -3,8 +3,9 @@
  * trainer's default sizes (d = 128), batch 1, for several sequence lengths: linear mixers should
  * cost the same per token at every T, softmax attention grows with T.
  *
- *   make dev/bench_mixers && OMP_NUM_THREADS=2 ./dev/bench_mixers [--chunk C] [--rounds R] [T ...]
- *   (defaults: chunk 16 as train_gla, 3 rounds, T = 512 2048 8192)
+ *   make dev/bench_mixers && OMP_NUM_THREADS=2 ./dev/bench_mixers [--chunk C] [--rounds R] [--d D] [T ...]
+ *   (defaults: chunk 16 as train_gla, 3 rounds, d = 128, T = 512 2048 8192; --d sizes the mixers as
+ *   train_gla -d D does)
  *
  * Times only the mixer: `<mixer>_layer_forward` (projections, core in its chunkwise form, output
  * norm and projection) and `<mixer>_layer_backward`, on one layer with fla's init, from random
@@ -18,12 +19,16 @@
 #define TESTING
 #include "../train_gla.c"
 
+static int bench_d = 128; // --d: the width, with train_gla -d's defaults for the mixers' sizes
+
 static Config bench_config(int mixer) {
     Config c = {.vocab_size = 256, .d_model = 128, .n_layer = 1, .tie_embeddings = 1, .gla_heads = 2, .gla_dk = 64,
                 .gla_dv = 128, .gla_gate_rank = 16, .gla_gate_normalizer = 16, .attn_heads = 4, .attn_kv_heads = 4,
                 .rope_theta = 10000.0f, .norm_eps = 1e-6f, .hgrn_dim = 128, .hgrn2_heads = 1, .retnet_heads = 4,
                 .deltanet_heads = 2, .gdn_heads = 3, .gdn_head_dim = 32, .gdn_expand_v = 2, .conv_size = 4,
                 .use_lower_bound = 1};
+    int d = bench_d; // as train_gla -d d: GLA Dk d/2 and Dv d, HGRN width d, the rest as at d = 128
+    c.d_model = d; c.gla_dk = d / 2; c.gla_dv = d; c.hgrn_dim = d;
     c.mlp_hidden = default_mlp_hidden(c.d_model);
     c.pattern[0] = mixer;
     const char* bad = validate_config(&c);
@@ -52,8 +57,9 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--chunk") == 0 && i + 1 < argc) chunk = atoi(argv[++i]);
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--d") == 0 && i + 1 < argc) bench_d = atoi(argv[++i]);
         else if (nT < 16 && atoi(argv[i]) >= 2) Ts[nT++] = atoi(argv[i]);
-        else fail("usage: %s [--chunk C] [--rounds R] [T ...] (T >= 2, at most 16 of them)", argv[0]);
+        else fail("usage: %s [--chunk C] [--rounds R] [--d D] [T ...] (T >= 2, at most 16 of them)", argv[0]);
     }
     if (nT == 0) nT = 3;
     if (chunk < 1 || rounds < 1) fail("--chunk and --rounds must be >= 1");
@@ -71,7 +77,7 @@ int main(int argc, char** argv) {
             break;
         }
     if (f) fclose(f);
-    printf("%s; threads: %d, chunk %d, d = 128, B = 1\n\n", cpu, threads, chunk);
+    printf("%s; threads: %d, chunk %d, d = %d, B = 1\n\n", cpu, threads, chunk, bench_d);
     printf("| mixer | parameters (mixer only) | recurrent state per layer (floats) |\n|---|---|---|\n");
     for (int k = 0; k < 7; k++) {
         Config c = bench_config(order[k]);
