@@ -12,7 +12,7 @@
  *   optimizer-state file .............. AdamW moments, step, data position, RNG (host copies)
  *   checkpoint directories ............ one run per directory: markers, run ids, lock, pruning, cleanup
  *   the training run .................. the trainers' flags, config from flags, checks before step 0,
- *                                       SIGINT / SIGTERM, sampling
+ *                                       the run's log.jsonl and ETA, SIGINT / SIGTERM, sampling
  *   using a trained model ............. the generate / eval / logits commands' flags and inputs
  *   safetensors and fla's config.json . export / import of fla / Hugging Face models: a strict JSON
  *                                       parser, the safetensors reader and writer, the name map
