@@ -544,20 +544,32 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 // dinp (N,C) += r (dyw - x̂ mean(x̂ ⊙ dyw)), dyw = dout ⊙ w, x̂ = x r;  dweight (C) += Σ_n dout ⊙ x̂
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int N, int C) {
-    #pragma omp parallel for
-    for (int n = 0; n < N; n++) {
-        const float* x = inp + (size_t)n * C;
-        const float* dy = dout + (size_t)n * C;
-        float r = rstd[n], dot = 0.0f;
-        for (int c = 0; c < C; c++) dot += dy[c] * weight[c] * x[c] * r;
-        dot /= C;
-        float* dx = dinp + (size_t)n * C;
-        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * weight[c] - x[c] * r * dot);
-    }
-    for (int n = 0; n < N; n++) { // serial: every row adds into the same weight gradient
-        const float* x = inp + (size_t)n * C;
-        const float* dy = dout + (size_t)n * C;
-        for (int c = 0; c < C; c++) dweight[c] += dy[c] * x[c] * rstd[n];
+    // One parallel region for both loops (each region costs a fork and a join), no barrier between
+    // them (nowait): they write different arrays. dweight is split over threads by column chunks
+    // of 16, each summing n in order, so every sum is the serial one whatever the thread count.
+    const int nchunks = (C + 15) / 16;
+    #pragma omp parallel
+    {
+        #pragma omp for nowait
+        for (int n = 0; n < N; n++) {
+            const float* x = inp + (size_t)n * C;
+            const float* dy = dout + (size_t)n * C;
+            float r = rstd[n], dot = 0.0f;
+            for (int c = 0; c < C; c++) dot += dy[c] * weight[c] * x[c] * r;
+            dot /= C;
+            float* dx = dinp + (size_t)n * C;
+            for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * weight[c] - x[c] * r * dot);
+        }
+        #pragma omp for schedule(static)
+        for (int ch = 0; ch < nchunks; ch++) {
+            const int c0 = ch * 16, w = C - c0 < 16 ? C - c0 : 16;
+            float* dwc = dweight + c0;
+            for (int n = 0; n < N; n++) {
+                const float* x = inp + (size_t)n * C + c0;
+                const float* dy = dout + (size_t)n * C + c0;
+                for (int c = 0; c < w; c++) dwc[c] += dy[c] * x[c] * rstd[n];
+            }
+        }
     }
 }
 
@@ -1009,8 +1021,14 @@ void gated_rmsnorm_backward(float* dx, float* dg, float* dw, const float* dout, 
         dot /= V;
         for (int j = 0; j < V; j++) dx[r * V + j] = s * (dy[j] * siluf(gr[j]) * w[j] - xr[j] * s * dot);
     }
-    for (size_t r = 0; r < (size_t)N * H; r++)
-        for (int j = 0; j < V; j++) dw[j] += dout[r * V + j] * siluf(g[r * V + j]) * x[r * V + j] * rstd[r];
+    // dw by column chunks over threads, each summing r in order: the serial sums at any thread count
+    const int nchunks = (V + 7) / 8;
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunks; ch++) {
+        const int j0 = ch * 8, j1 = V - j0 < 8 ? V : j0 + 8;
+        for (size_t r = 0; r < (size_t)N * H; r++)
+            for (int j = j0; j < j1; j++) dw[j] += dout[r * V + j] * siluf(g[r * V + j]) * x[r * V + j] * rstd[r];
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1692,6 +1710,7 @@ void gla_project_forward(LayerActs* A, float* const* W, const Config* c, int N) 
     matmul_forward(A->gk1, A->ln1, W[W_GLA_GK1], NULL, N, d, R);
     matmul_forward(A->gk, A->gk1, W[W_GLA_GK2], W[W_GLA_GK_BIAS], N, R, Dk);
     float inv = 1.0f / c->gla_gate_normalizer;
+    #pragma omp parallel for   // an exp and a log per element: worth a second thread
     for (size_t i = 0; i < (size_t)N * Dk; i++) A->a[i] = logsigmoidf(A->gk[i]) * inv;
 }
 
@@ -1730,6 +1749,7 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
                        1.0f / sqrtf((float)K));
     // gate chain: a = logσ(gk)/16  ->  dgk = da (1 − σ(gk)) / 16, written over da
     float inv = 1.0f / c->gla_gate_normalizer;
+    #pragma omp parallel for   // an exp and a division per element: worth a second thread
     for (size_t i = 0; i < (size_t)N * Dk; i++) da[i] *= inv * sigmoidf(-A->gk[i]);
     float* dgk1 = d_o;  // (N,R), d_o no longer needed
     memset(dgk1, 0, (size_t)N * R * sizeof(float));
