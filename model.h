@@ -16,6 +16,7 @@
  *   using a trained model ............. the generate / eval / logits commands' flags and inputs
  *   safetensors and fla's config.json . export / import of fla / Hugging Face models: a strict JSON
  *                                       parser, the safetensors reader and writer, the name map
+ *   test checks (TESTING) ............. check / skip / rel_rms / check_close and their counts
  *   reference dumps ................... what dev/reference.py writes, read by the test programs
  *
  * All files are little-endian and start with a header of 256 int32.
@@ -3753,6 +3754,56 @@ static int convert_main(int argc, char** argv) {
     }
     return 0;
 }
+
+// ----------------------------------------------------------------------------
+// checks and reports of the test programs (test_gla.c, test_gla.cu, dev/cuda/emu/check_model.cu,
+// which #define TESTING): every check is printed ok / FAIL / skip as it happens and counted for the
+// summary line `N passed, N failed[, N skipped]`
+
+#ifdef TESTING
+static int passed = 0, failed = 0, skipped = 0;
+
+static void check(int ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void check(int ok, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s  ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout); // a GPU fault or a crash later keeps the lines before it
+    if (ok) passed++; else failed++;
+}
+
+// A check that cannot run here (its input files are missing): counted and named, never a pass.
+static void skip(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+static void skip(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("skip  ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    skipped++;
+}
+
+// ‖ref − x‖ / ‖ref‖ (or ‖x‖ when ref is all zero); NaN when x holds a NaN
+static double rel_rms(const float* ref, const float* x, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)ref[i] - x[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    if (den == 0.0) return sqrt(num);
+    return sqrt(num / den);
+}
+
+static void check_close(const char* what, const float* ref, const float* x, size_t n, double tol) {
+    double e = rel_rms(ref, x, n);
+    check(e <= tol && isfinite(e), "%-44s rel RMS %.2e (tol %.0e)", what, e, tol);
+}
+#endif // TESTING
 
 // ----------------------------------------------------------------------------
 // reference dumps (read by the test programs): written by dev/reference.py (format: its docstring);

@@ -39,50 +39,9 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-static int passed = 0, failed = 0, skipped = 0;
 // the folder holding the train_gla and data/ programs the tests run: $TEST_BIN_DIR, else "."
 // (make test-sanitize points it at the sanitized build)
 static const char* bin = ".";
-
-static void check(int ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s  ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) passed++; else failed++;
-}
-
-// A check that cannot run here (its input files are missing): counted and named, never a pass.
-static void skip(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-static void skip(const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("skip  ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    skipped++;
-}
-
-// ‖ref − x‖ / ‖ref‖ (or ‖x‖ when ref is all zero)
-static double rel_rms(const float* ref, const float* x, size_t n) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)ref[i] - x[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    if (den == 0.0) return sqrt(num);
-    return sqrt(num / den);
-}
-
-static void check_close(const char* what, const float* ref, const float* x, size_t n, double tol) {
-    double e = rel_rms(ref, x, n);
-    check(e <= tol && isfinite(e), "%-44s rel RMS %.2e (tol %.0e)", what, e, tol);
-}
 
 // ----------------------------------------------------------------------------
 // 1. reference dumps

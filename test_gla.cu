@@ -69,45 +69,6 @@ using gpu::cuda_check_at;   // for train_gla.cu's cuda_check()
 #define TOL_SUM 1e-5
 #define TOL_GRAD 1e-4
 
-// ----------------------------------------------------------------------------
-// checks and reports (as test_gla.c)
-
-static int passed = 0, failed = 0;
-
-static void check(int ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s  ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (ok) passed++; else failed++;
-}
-
-// ‖ref − x‖ / ‖ref‖ (or ‖x‖ when ref is all zero); NaN when x holds a NaN
-static double rel_rms(const float* ref, const float* x, size_t n) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)ref[i] - x[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    if (den == 0.0) return sqrt(num);
-    return sqrt(num / den);
-}
-
-static void check_close(const char* what, const float* ref, const float* x, size_t n, double tol) {
-    double e = rel_rms(ref, x, n);
-    check(e <= tol && isfinite(e), "%-58s rel RMS %.2e (tol %.0e)", what, e, tol);
-}
-
-static double wall_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // Waits for the GPU and stops the run on an error (a kernel fault leaves the context unusable).
 static void gpu_sync(const char* after) {
@@ -1101,7 +1062,7 @@ int main(int argc, char** argv) {
     printf("; the CPU twin runs on %d threads", omp_get_max_threads());
 #endif
     printf("\n");
-    double t0 = wall_seconds(), t;
+    double t0 = now_seconds(), t;
 
     const char* dump_dir = argc > 1 ? argv[1] : "dev/dumps";
     char pattern[PATH_CAP];
@@ -1109,13 +1070,13 @@ int main(int argc, char** argv) {
     glob_t g;
     if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) fail("no reference dumps in '%s' (run dev/reference.py)", dump_dir);
     printf("== 1. reference dumps through the GPU model (%zu)\n", g.gl_pathc);
-    t = wall_seconds();
+    t = now_seconds();
     for (size_t i = 0; i < g.gl_pathc; i++) test_dump(g.gl_pathv[i]);
     globfree(&g);
-    printf("   (%.1f s)\n", wall_seconds() - t);
+    printf("   (%.1f s)\n", now_seconds() - t);
 
     printf("== 2. every GPU function against its CPU twin (and 3. chunkwise == recurrent on the GPU)\n");
-    t = wall_seconds();
+    t = now_seconds();
     test_small_layers();
     test_attention();
     test_gla_kernels(2, 300, 2, 64, 128, 64, GATES_MILD);     // GLA at d = 256: partial last chunk (300 = 4·64 + 44)
@@ -1129,22 +1090,22 @@ int main(int argc, char** argv) {
     test_delta_kernels(2, 256, 3, 32, 64, 16, 1);            // Gated DeltaNet at d = 128 (main's sizes)
     test_delta_kernels(2, 300, 2, 64, 128, 64, 2);           // Gated DeltaNet, log-gates down to −20
     test_optimizer();
-    printf("   (%.1f s)\n", wall_seconds() - t);
+    printf("   (%.1f s)\n", now_seconds() - t);
 
     printf("== 4. whole models, GPU against CPU (B=2 T=300 chunk 64, d=128)\n");
-    t = wall_seconds();
+    t = now_seconds();
     test_init();
     const char* pure[] = {"hgrn:pure", "retnet:pure", "gla:pure", "hgrn2:pure", "deltanet:pure", "gated_deltanet:pure", "attn"};
     for (int i = 0; i < 7; i++) test_model(pure[i], 2, i % 2);
     test_model("gla:3", 4, 1);
     test_model("hgrn,retnet,gla,attn,hgrn2,deltanet,gated_deltanet", 7, 0);
-    printf("   (%.1f s)\n", wall_seconds() - t);
+    printf("   (%.1f s)\n", now_seconds() - t);
 
     printf("== 5. incremental decoding == full forward on the GPU\n");
-    t = wall_seconds();
+    t = now_seconds();
     for (int i = 0; i < 7; i++) test_decode(pure[i], 2);
     test_decode("hgrn,retnet,gla,attn,hgrn2,deltanet,gated_deltanet", 7);
-    printf("   (%.1f s)\n", wall_seconds() - t);
+    printf("   (%.1f s)\n", now_seconds() - t);
 
     printf("== 6. determinism\n");
     test_determinism();
@@ -1152,7 +1113,7 @@ int main(int argc, char** argv) {
     printf("== 7. a GPU checkpoint read and resumed by the CPU program\n");
     test_checkpoint_to_cpu();
 
-    printf("(%.1f s in all)\n", wall_seconds() - t0);
+    printf("(%.1f s in all)\n", now_seconds() - t0);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? EXIT_FAILURE : 0;
 }

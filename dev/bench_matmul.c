@@ -64,7 +64,7 @@ static float* rand_buf(size_t n) {
 }
 
 /* error of x against a double reference: relative RMS and max|err|/rms(ref) */
-static double check(const char* what, const float* x, const double* ref, size_t n, double* max_rel) {
+static double error_vs_reference(const char* what, const float* x, const double* ref, size_t n, double* max_rel) {
     double se = 0, sr = 0, me = 0;
     for (size_t i = 0; i < n; i++) {
         double e = (double)x[i] - ref[i];
@@ -130,10 +130,10 @@ static int test_shape(int N, int C, int OC) {
     matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
 
     double m1, m2, m3, m4;
-    double e1 = check("out", out, rout, (size_t)N * OC, &m1);
-    double e2 = check("dinp", dinp, rdinp, (size_t)N * C, &m2);
-    double e3 = check("dweight", dw, rdw, (size_t)OC * C, &m3);
-    double e4 = check("dbias", db, rdb, OC, &m4);
+    double e1 = error_vs_reference("out", out, rout, (size_t)N * OC, &m1);
+    double e2 = error_vs_reference("dinp", dinp, rdinp, (size_t)N * C, &m2);
+    double e3 = error_vs_reference("dweight", dw, rdw, (size_t)OC * C, &m3);
+    double e4 = error_vs_reference("dbias", db, rdb, OC, &m4);
     int fail = e1 > 1e-5 || e2 > 1e-5 || e3 > 1e-5 || e4 > 1e-5;
 
     /* bias == NULL; NULL gradients; bitwise determinism across thread counts */
