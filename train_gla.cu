@@ -649,6 +649,22 @@ __device__ inline void gla_tile_product(float acc[4][4], const GlaSlice As, cons
     }
 }
 
+// acc[u][w] += Σ_x A(ty + 16u, x) B(tx + 16w, x) over x in [x_begin, x_end), a slice at a time: the
+// loop of every tiled GLA kernel. a(m, x), b(m, x): row m of the tile's A and B at reduction index x
+// (0 outside the matrices); a_x_fastest, b_x_fastest: the staging order (gla_stage_slice) that reads
+// each along its contiguous axis. Every thread of the block calls it.
+template <typename FA, typename FB>
+__device__ inline void gla_tile_accumulate(float acc[4][4], GlaSlice As, GlaSlice Bs, int x_begin, int x_end, int ty,
+                                           int tx, bool a_x_fastest, FA a, bool b_x_fastest, FB b) {
+    for (int x0 = x_begin; x0 < x_end; x0 += GLA_SLICE) {
+        gla_stage_slice(As, a_x_fastest, [&](int m, int x) { return a(m, x0 + x); });
+        gla_stage_slice(Bs, b_x_fastest, [&](int m, int x) { return b(m, x0 + x); });
+        __syncthreads();
+        gla_tile_product(acc, As, Bs, ty, tx);
+        __syncthreads();
+    }
+}
+
 // The (b, h, chunk) of a block whose blockIdx.x = (b H + h) NC + ch, with the chunk's first row t0, its
 // length n, and the offsets of its first row in (B,T,H,K) and (B,T,H,V) tensors.
 struct GlaChunk {
@@ -731,21 +747,17 @@ __global__ void gla_chunk_state_sum_kernel(float* out, const float* x, const flo
     const float *xc = x + ci.base_k, *Gc = G + ci.base_k, *yc = y + ci.base_v, *GL = Gc + (n - 1) * sk;
     __shared__ GlaSlice Xs, Ys;
     float acc[4][4] = {};
-    for (int r0 = 0; r0 < n; r0 += GLA_SLICE) {
-        gla_stage_slice(Xs, false, [&](int m, int xr) {
-            int i = i0 + m, r = r0 + xr;
+    gla_tile_accumulate(acc, Xs, Ys, 0, n, ty, tx,
+        false, [&](int m, int r) {
+            int i = i0 + m;
             if (i >= K || r >= n) return 0.0f;
             float g = Gc[r * sk + i];
             return backward ? scale * xc[r * sk + i] * expf(g) : xc[r * sk + i] * expf(GL[i] - g);
-        });
-        gla_stage_slice(Ys, false, [&](int m, int xr) {
-            int j = j0 + m, r = r0 + xr;
+        },
+        false, [&](int m, int r) {
+            int j = j0 + m;
             return j < V && r < n ? yc[r * sv + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, Xs, Ys, ty, tx);
-        __syncthreads();
-    }
     float* dst = out + (ci.bhc - ci.ch + slot) * K * V;   // (b, h, slot)
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
@@ -786,34 +798,26 @@ __global__ void gla_chunk_output_kernel(float* o, const float* states, const flo
     __shared__ GlaSlice As, Bs;
     float acc[4][4] = {};
     // o_r = (scale q_r ⊙ e^{G_r})ᵀ S
-    for (int c0 = 0; c0 < K; c0 += GLA_SLICE) {
-        gla_stage_slice(As, true, [&](int m, int x) {
-            int r = r0 + m, c = c0 + x;
+    gla_tile_accumulate(acc, As, Bs, 0, K, ty, tx,
+        true, [&](int m, int c) {
+            int r = r0 + m;
             return r < n && c < K ? scale * qc[r * sk + c] * expf(Gc[r * sk + c]) : 0.0f;
-        });
-        gla_stage_slice(Bs, false, [&](int m, int x) {
-            int j = j0 + m, c = c0 + x;
+        },
+        false, [&](int m, int c) {
+            int j = j0 + m;
             return j < V && c < K ? S[(size_t)c * V + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     // o_r += Σ_{p≤r} P_rp v_p  (P is 0 above the diagonal: p stops at the tile's last row)
     int p_end = n < r0 + GLA_TILE ? n : r0 + GLA_TILE;
-    for (int p0 = 0; p0 < p_end; p0 += GLA_SLICE) {
-        gla_stage_slice(As, true, [&](int m, int x) {
-            int r = r0 + m, p = p0 + x;
+    gla_tile_accumulate(acc, As, Bs, 0, p_end, ty, tx,
+        true, [&](int m, int p) {
+            int r = r0 + m;
             return r < n && p < n ? Pc[(size_t)r * C + p] : 0.0f;
-        });
-        gla_stage_slice(Bs, false, [&](int m, int x) {
-            int j = j0 + m, p = p0 + x;
+        },
+        false, [&](int m, int p) {
+            int j = j0 + m;
             return j < V && p < n ? vc[p * sv + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
             int r = r0 + ty + 16 * u, j = j0 + tx + 16 * w;
@@ -856,19 +860,15 @@ __global__ void gla_chunk_dscores_kernel(float* dP, const float* dout, const flo
     float acc[4][4] = {};
     if (j0 <= i0) {   // tiles wholly above the diagonal stay 0 (a block-uniform test)
         __shared__ GlaSlice As, Bs;
-        for (int x0 = 0; x0 < V; x0 += GLA_SLICE) {
-            gla_stage_slice(As, true, [&](int m, int x) {
-                int i = i0 + m, c = x0 + x;
+        gla_tile_accumulate(acc, As, Bs, 0, V, ty, tx,
+            true, [&](int m, int c) {
+                int i = i0 + m;
                 return i < n && c < V ? doc[i * sv + c] : 0.0f;
-            });
-            gla_stage_slice(Bs, true, [&](int m, int x) {
-                int j = j0 + m, c = x0 + x;
+            },
+            true, [&](int m, int c) {
+                int j = j0 + m;
                 return j < n && c < V ? vc[j * sv + c] : 0.0f;
             });
-            __syncthreads();
-            gla_tile_product(acc, As, Bs, ty, tx);
-            __syncthreads();
-        }
     }
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
@@ -911,19 +911,15 @@ __global__ void __launch_bounds__(GLA_THREADS, 2) gla_chunk_dq_kernel(float* dq,
     __shared__ GlaSlice As, Bs, Gs;
     float acc[4][4] = {}, Gr[4][4];
     // S do_r
-    for (int x0 = 0; x0 < V; x0 += GLA_SLICE) {
-        gla_stage_slice(As, true, [&](int m, int x) {
-            int r = r0 + m, j = x0 + x;
+    gla_tile_accumulate(acc, As, Bs, 0, V, ty, tx,
+        true, [&](int m, int j) {
+            int r = r0 + m;
             return r < n && j < V ? doc[r * sv + j] : 0.0f;
-        });
-        gla_stage_slice(Bs, true, [&](int m, int x) {
-            int c = c0 + m, j = x0 + x;
+        },
+        true, [&](int m, int j) {
+            int c = c0 + m;
             return c < K && j < V ? S[(size_t)c * V + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
             int r = r0 + ty + 16 * u, c = c0 + tx + 16 * w;
@@ -974,19 +970,15 @@ __global__ void __launch_bounds__(GLA_THREADS, 2) gla_chunk_dk_kernel(float* dk,
     __shared__ GlaSlice As, Bs, Gs;
     float acc[4][4] = {}, Gr[4][4];
     // dS v_r
-    for (int x0 = 0; x0 < V; x0 += GLA_SLICE) {
-        gla_stage_slice(As, true, [&](int m, int x) {
-            int r = r0 + m, j = x0 + x;
+    gla_tile_accumulate(acc, As, Bs, 0, V, ty, tx,
+        true, [&](int m, int j) {
+            int r = r0 + m;
             return r < n && j < V ? vc[r * sv + j] : 0.0f;
-        });
-        gla_stage_slice(Bs, true, [&](int m, int x) {
-            int c = c0 + m, j = x0 + x;
+        },
+        true, [&](int m, int j) {
+            int c = c0 + m;
             return c < K && j < V ? dSc[(size_t)c * V + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
             int r = r0 + ty + 16 * u, c = c0 + tx + 16 * w;
@@ -1036,33 +1028,25 @@ __global__ void gla_chunk_dv_kernel(float* dv, const float* dS, const float* P, 
     __shared__ GlaSlice As, Bs;
     float acc[4][4] = {};
     // dSᵀ (k_r ⊙ e^{G_L − G_r})
-    for (int x0 = 0; x0 < K; x0 += GLA_SLICE) {
-        gla_stage_slice(As, true, [&](int m, int x) {
-            int r = r0 + m, c = x0 + x;
+    gla_tile_accumulate(acc, As, Bs, 0, K, ty, tx,
+        true, [&](int m, int c) {
+            int r = r0 + m;
             return r < n && c < K ? kc[r * sk + c] * expf(GL[c] - Gc[r * sk + c]) : 0.0f;
-        });
-        gla_stage_slice(Bs, false, [&](int m, int x) {
-            int j = j0 + m, c = x0 + x;
+        },
+        false, [&](int m, int c) {
+            int j = j0 + m;
             return j < V && c < K ? dSc[(size_t)c * V + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     // Σ_{p≥r} P_pr do_p (P_pr is 0 for p < r)
-    for (int p0 = r0; p0 < n; p0 += GLA_SLICE) {
-        gla_stage_slice(As, false, [&](int m, int x) {
-            int r = r0 + m, p = p0 + x;
+    gla_tile_accumulate(acc, As, Bs, r0, n, ty, tx,
+        false, [&](int m, int p) {
+            int r = r0 + m;
             return r < n && p < n ? Pc[(size_t)p * C + r] : 0.0f;
-        });
-        gla_stage_slice(Bs, false, [&](int m, int x) {
-            int j = j0 + m, p = p0 + x;
+        },
+        false, [&](int m, int p) {
+            int j = j0 + m;
             return j < V && p < n ? doc[p * sv + j] : 0.0f;
         });
-        __syncthreads();
-        gla_tile_product(acc, As, Bs, ty, tx);
-        __syncthreads();
-    }
     for (int u = 0; u < 4; u++)
         for (int w = 0; w < 4; w++) {
             int r = r0 + ty + 16 * u, j = j0 + tx + 16 * w;
