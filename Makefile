@@ -157,7 +157,7 @@ test_gla_cu: test_gla.cu train_gla.cu train_gla.c model.h
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
 
 # kernel experiments: one file each, with train_gla.cu's kernels (#define TESTING, #include it)
-dev/cuda/%: dev/cuda/%.cu train_gla.cu model.h
+dev/cuda/%: dev/cuda/%.cu dev/cuda/common.cuh train_gla.cu model.h
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LDLIBS)
 else
 .PHONY: train_gla_cu test_gla_cu $(DEV_CUDA)

@@ -8,6 +8,7 @@
 // the kernels under test are train_gla.cu's own
 #define TESTING
 #include "../../train_gla.cu"
+#include "common.cuh"
 
 // CPU reference, the recurrent form in plain loops (LAYERS.md §6.2): o (B,T,H,V) and the state
 // entering each chunk, states (B,H,NC,K,V). g may be NULL.
@@ -44,43 +45,12 @@ static void delta_forward_cpu(float* o, float* states, const float* q, const flo
     free(u);
 }
 
-static float rand_uniform(float lo, float hi) { return lo + (hi - lo) * (float)rand() / (float)RAND_MAX; }
-
-static float* host_random(size_t n, float lo, float hi) {
-    float* x = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = rand_uniform(lo, hi);
-    return x;
-}
-
 static void l2norm_rows(float* x, size_t rows, int K) {
     for (size_t r = 0; r < rows; r++) {
         float s = 0.0f;
         for (int i = 0; i < K; i++) s += x[r * K + i] * x[r * K + i];
         for (int i = 0; i < K; i++) x[r * K + i] /= sqrtf(s);
     }
-}
-
-static float* to_device(const float* x, size_t n) {
-    float* d;
-    cuda_check(cudaMalloc((void**)&d, n * sizeof(float)));
-    cuda_check(cudaMemcpy(d, x, n * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
-
-// max |a − b| and ‖a − b‖ / ‖b‖ of a device result a against a host reference b
-static void report(const char* what, const float* a_dev, const float* b, size_t n) {
-    float* a = (float*)malloc_check(n * sizeof(float));
-    cuda_check(cudaMemcpy(a, a_dev, n * sizeof(float), cudaMemcpyDeviceToHost));
-    double maxerr = 0.0, num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= maxerr)) maxerr = d;   // NaN sticks
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    printf("    %-7s max err %.3e  rel rms %.3e%s\n", what, maxerr, sqrt(num / den),
-           maxerr == maxerr && sqrt(num / den) < 1e-5 ? "" : "  <-- FAIL");
-    free(a);
 }
 
 struct Inputs { float *q, *k, *v, *beta, *g, *dout; };   // device (B,T,H,·); g NULL for DeltaNet

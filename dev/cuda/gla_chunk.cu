@@ -9,6 +9,7 @@
 // the kernels under test are train_gla.cu's own
 #define TESTING
 #include "../../train_gla.cu"
+#include "common.cuh"
 
 // CPU reference, the recurrent form in plain loops (LAYERS.md §2.2), in double:
 //     S_t = diag(e^{a_t}) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ (scale q_t)
@@ -40,44 +41,11 @@ static void gla_forward_cpu(float* o, float* states, const float* q, const float
     free(S);
 }
 
-static float rand_uniform(float lo, float hi) { return lo + (hi - lo) * (float)rand() / (float)RAND_MAX; }
-
-static float* host_random(size_t n, float lo, float hi) {
-    float* x = (float*)malloc_check(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = rand_uniform(lo, hi);
-    return x;
-}
-
 // log-gates a = log σ(x), x uniform in [−2, 4]: decays from e^{−2.1} to e^{−0.02} per step
 static float* host_log_gates(size_t n) {
     float* a = host_random(n, -2.0f, 4.0f);
     for (size_t i = 0; i < n; i++) a[i] = fminf(a[i], 0.0f) - log1pf(expf(-fabsf(a[i])));
     return a;
-}
-
-static float* to_device(const float* x, size_t n) {
-    float* d;
-    cuda_check(cudaMalloc((void**)&d, n * sizeof(float)));
-    cuda_check(cudaMemcpy(d, x, n * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
-
-// max |a − b| and ‖a − b‖ / ‖b‖ of a device result a against a host reference b
-static int report(const char* what, const float* a_dev, const float* b, size_t n) {
-    float* a = (float*)malloc_check(n * sizeof(float));
-    cuda_check(cudaMemcpy(a, a_dev, n * sizeof(float), cudaMemcpyDeviceToHost));
-    double maxerr = 0.0, num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= maxerr)) maxerr = d;   // NaN sticks
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    double rel = den > 0.0 ? sqrt(num / den) : sqrt(num);
-    int ok = maxerr == maxerr && rel < 1e-5;
-    printf("    %-7s max err %.3e  rel rms %.3e%s\n", what, maxerr, rel, ok ? "" : "  <-- FAIL");
-    free(a);
-    return ok;
 }
 
 // 1 when two device buffers hold the same bits
