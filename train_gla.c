@@ -360,24 +360,105 @@ static void mm_thread_grid(int nth, int npanels, int nslots, int a_rowmajor,
     }
 }
 
-/* C (M,Nc) (+)= A (M,K) @ B (K,Nc).  A(i,k) at A[i*rsa + k*csa], B(k,j) at
- * B[k*rsb + j*csb], C(i,j) at C[i*ldc + j].  accumulate != 0: C += A@B;
- * otherwise C = A@B + bias (bias has Nc entries, or is NULL). */
+/* One thread's share of C (M,Nc) (+)= A (M,K) @ B (K,Nc): row panels [p0,p1) and columns [c0,c1)
+ * (c0 a multiple of MM_NR).  A(i,k) at A[i*rsa + k*csa], B(k,j) at B[k*rsb + j*csb], C(i,j) at
+ * C[i*ldc + j].  accumulate != 0: C += A@B; otherwise C = A@B + bias (bias (Nc) or NULL).
+ * scratch: this thread's MM_THREAD_SCRATCH floats (packed B chunk, then a ragged A panel). */
+static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                     const float* B, ptrdiff_t rsb, ptrdiff_t csb, float* C, ptrdiff_t ldc,
+                     int accumulate, const float* bias, int p0, int p1, int c0, int c1,
+                     float* scratch) {
+    float* bpack = scratch;                                    /* KC x NC */
+    float* apanel = scratch + MM_KC * MM_NCS * MM_NR;          /* MR x KC */
+    float tile[MM_MR * MM_NR];
+    /* K blocks of equal size <= MM_KC (depends only on K: determinism) */
+    const int kcb = MM_CEIL_DIV(K, MM_CEIL_DIV(K, MM_KC));
+    const int a_rowmajor = (csa == 1);
+    /* B with contiguous rows and little reuse (few row panels, e.g. dweight with small OC) is
+     * read in place instead of being packed: packing would cost about as much as using it. */
+    const int direct_b = (csb == 1) && (p1 - p0) <= MM_DIRECT_B_PANELS;
+
+    for (int jc = c0; jc < c1 && p0 < p1; jc += MM_NCS * MM_NR) {
+        const int nc = MM_MIN(MM_NCS * MM_NR, c1 - jc);
+        /* column layout of the chunk: wide strips, then narrow strips;
+         * the last narrow strip may be ragged (columns [jr, nc)) */
+        const int jw = nc / MM_NR * MM_NR;
+        const int jr = jw + (nc - jw) / MM_NR2 * MM_NR2;
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = MM_MIN(kcb, K - pc);
+            /* first K block overwrites C (adding bias), later ones add */
+            const int acc_mode = accumulate || pc > 0;
+            const float* bias_chunk = (acc_mode || !bias) ? NULL : bias + jc;
+            const float* bblk = B + pc * rsb + jc * csb;
+            if (!direct_b) {
+                mm_pack_b_chunk(bpack, bblk, rsb, csb, kc, nc);
+            } else if (jr < nc) {    /* only the ragged strip needs padding */
+                mm_pack_b(bpack, MM_NR2, bblk + jr, rsb, 1, kc, nc - jr);
+            }
+
+            for (int p = p0; p < p1; p++) {
+                const int i0 = p * MM_MR, mr = MM_MIN(MM_MR, M - i0);
+                const float* a = A + i0 * rsa + pc * csa;
+                float* c = C + i0 * ldc + jc;
+                int rowA = a_rowmajor;
+                ptrdiff_t lda = a_rowmajor ? rsa : csa;
+                if (mr < MM_MR || (!a_rowmajor && rsa != 1)) {
+                    /* ragged last panel (or odd strides): zero-padded copy */
+                    lda = mm_pack_a(apanel, a, rsa, csa, mr, kc);
+                    rowA = (csa == 1);
+                    a = apanel;
+                }
+                for (int j = 0; j < jw; j += MM_NR) {            /* wide strips */
+                    const float* bs = direct_b ? bblk + j : bpack + (ptrdiff_t)j * kc;
+                    const ptrdiff_t ldb = direct_b ? rsb : MM_NR;
+                    if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, ldb, tile);
+                    else      mm_kernel_wide_colA(kc, a, lda, bs, ldb, tile);
+                    mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode,
+                             bias_chunk ? bias_chunk + j : NULL);
+                }
+                for (int j = jw; j < nc; j += MM_NR2) {          /* narrow strips */
+                    const float* bs = bpack + (ptrdiff_t)j * kc;
+                    ptrdiff_t ldb = MM_NR2;
+                    if (direct_b) {
+                        bs = j < jr ? bblk + j : bpack;
+                        ldb = j < jr ? rsb : MM_NR2;
+                    }
+                    if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, ldb, tile);
+                    else      mm_kernel_narrow_colA(kc, a, lda, bs, ldb, tile);
+                    mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode,
+                             bias_chunk ? bias_chunk + j : NULL);
+                }
+            }
+        }
+    }
+}
+
+/* Empty sum (K = 0): C = bias (or 0), or nothing when accumulating. */
+static void mm_empty(int M, int Nc, float* C, ptrdiff_t ldc, int accumulate, const float* bias) {
+    if (!accumulate)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < Nc; j++) C[i * ldc + j] = bias ? bias[j] : 0.0f;
+}
+
+/* C (M,Nc) (+)= A (M,K) @ B (K,Nc), all of it on the calling thread, for callers that are
+ * already inside a parallel region (one product per task).  scratch: the caller's
+ * MM_THREAD_SCRATCH floats, e.g. mm_scratch(nthreads) + tid * MM_THREAD_SCRATCH. */
+static void mm_gemm_serial(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                           const float* B, ptrdiff_t rsb, ptrdiff_t csb, float* C, ptrdiff_t ldc,
+                           int accumulate, float* scratch) {
+    if (M <= 0 || Nc <= 0) return;
+    if (K <= 0) { mm_empty(M, Nc, C, ldc, accumulate, NULL); return; }
+    mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, NULL, 0, MM_CEIL_DIV(M, MM_MR),
+             0, Nc, scratch);
+}
+
+/* C (M,Nc) (+)= A (M,K) @ B (K,Nc), strides as in mm_block, split over the OpenMP threads. */
 static void mm_gemm(int M, int Nc, int K,
                     const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                     const float* B, ptrdiff_t rsb, ptrdiff_t csb,
                     float* C, ptrdiff_t ldc, int accumulate, const float* bias) {
     if (M <= 0 || Nc <= 0) return;
-    if (K <= 0) {                       /* empty sum: C = bias (or 0), or no-op */
-        if (!accumulate)
-            for (int i = 0; i < M; i++)
-                for (int j = 0; j < Nc; j++) C[i * ldc + j] = bias ? bias[j] : 0.0f;
-        return;
-    }
-    /* K blocks of equal size <= MM_KC (depends only on K: determinism) */
-    const int nkb = MM_CEIL_DIV(K, MM_KC);
-    const int kcb = MM_CEIL_DIV(K, nkb);
-    const int a_rowmajor = (csa == 1);
+    if (K <= 0) { mm_empty(M, Nc, C, ldc, accumulate, bias); return; }
     const int npanels = MM_CEIL_DIV(M, MM_MR);
     const int nslots = MM_CEIL_DIV(Nc, MM_NR);   /* NR-wide column slots */
 
@@ -396,74 +477,14 @@ static void mm_gemm(int M, int Nc, int K,
         team = omp_get_num_threads();   /* may be < nth (e.g. nested call) */
 #endif
         int tr, tc;
-        mm_thread_grid(team, npanels, nslots, a_rowmajor, &tr, &tc);
-        float* bpack = scratch + (size_t)tid * MM_THREAD_SCRATCH;   /* KC x NC  */
-        float* apanel = bpack + MM_KC * MM_NCS * MM_NR;            /* MR x KC  */
-        float tile[MM_MR * MM_NR];
-
+        mm_thread_grid(team, npanels, nslots, csa == 1, &tr, &tc);
         /* this thread's block of the output: panels [p0,p1), columns [c0,c1) */
         const int ti = tid / tc, tj = tid % tc;
         const int p0 = (int)((long)npanels * ti / tr), p1 = (int)((long)npanels * (ti + 1) / tr);
         const int c0 = (int)((long)nslots * tj / tc) * MM_NR;
         const int c1 = MM_MIN(Nc, (int)((long)nslots * (tj + 1) / tc) * MM_NR);
-        /* B with contiguous rows and little reuse (few row panels per
-         * thread, e.g. dweight with small OC) is read in place instead of
-         * being packed: packing would cost about as much as using it. */
-        const int direct_b = (csb == 1) && (p1 - p0) <= MM_DIRECT_B_PANELS;
-
-        for (int jc = c0; jc < c1 && p0 < p1; jc += MM_NCS * MM_NR) {
-            const int nc = MM_MIN(MM_NCS * MM_NR, c1 - jc);
-            /* column layout of the chunk: wide strips, then narrow strips;
-             * the last narrow strip may be ragged (columns [jr, nc)) */
-            const int jw = nc / MM_NR * MM_NR;
-            const int jr = jw + (nc - jw) / MM_NR2 * MM_NR2;
-            for (int pc = 0; pc < K; pc += kcb) {
-                const int kc = MM_MIN(kcb, K - pc);
-                /* first K block overwrites C (adding bias), later ones add */
-                const int acc_mode = accumulate || pc > 0;
-                const float* bias_chunk = (acc_mode || !bias) ? NULL : bias + jc;
-                const float* bblk = B + pc * rsb + jc * csb;
-                if (!direct_b) {
-                    mm_pack_b_chunk(bpack, bblk, rsb, csb, kc, nc);
-                } else if (jr < nc) {    /* only the ragged strip needs padding */
-                    mm_pack_b(bpack, MM_NR2, bblk + jr, rsb, 1, kc, nc - jr);
-                }
-
-                for (int p = p0; p < p1; p++) {
-                    const int i0 = p * MM_MR, mr = MM_MIN(MM_MR, M - i0);
-                    const float* a = A + i0 * rsa + pc * csa;
-                    float* c = C + i0 * ldc + jc;
-                    int rowA = a_rowmajor;
-                    ptrdiff_t lda = a_rowmajor ? rsa : csa;
-                    if (mr < MM_MR || (!a_rowmajor && rsa != 1)) {
-                        /* ragged last panel (or odd strides): zero-padded copy */
-                        lda = mm_pack_a(apanel, a, rsa, csa, mr, kc);
-                        rowA = (csa == 1);
-                        a = apanel;
-                    }
-                    for (int j = 0; j < jw; j += MM_NR) {            /* wide strips */
-                        const float* bs = direct_b ? bblk + j : bpack + (ptrdiff_t)j * kc;
-                        const ptrdiff_t ldb = direct_b ? rsb : MM_NR;
-                        if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, ldb, tile);
-                        else      mm_kernel_wide_colA(kc, a, lda, bs, ldb, tile);
-                        mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode,
-                                 bias_chunk ? bias_chunk + j : NULL);
-                    }
-                    for (int j = jw; j < nc; j += MM_NR2) {          /* narrow strips */
-                        const float* bs = bpack + (ptrdiff_t)j * kc;
-                        ptrdiff_t ldb = MM_NR2;
-                        if (direct_b) {
-                            bs = j < jr ? bblk + j : bpack;
-                            ldb = j < jr ? rsb : MM_NR2;
-                        }
-                        if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, ldb, tile);
-                        else      mm_kernel_narrow_colA(kc, a, lda, bs, ldb, tile);
-                        mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode,
-                                 bias_chunk ? bias_chunk + j : NULL);
-                    }
-                }
-            }
-        }
+        mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, bias, p0, p1, c0, c1,
+                 scratch + (size_t)tid * MM_THREAD_SCRATCH);
     }
 }
 
@@ -2070,106 +2091,118 @@ void delta_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
 // ----------------------------------------------------------------------------
 // causal softmax attention with RoPE and GQA (LAYERS.md §8)
 
-// Copies kv head g of x (B,T,Hkv,D) for batch b into (T,D) rows, or transposed into (D,T) so that
-// a query's scores over all keys are one vectorisable loop over key positions.
-static void gather_head(float* dst, const float* x, int b, int g, int T, int Hkv, int D, int transpose) {
-    for (int s = 0; s < T; s++) {
-        const float* src = x + (((size_t)b * T + s) * Hkv + g) * D;
-        for (int i = 0; i < D; i++) {
-            if (transpose) dst[(size_t)i * T + s] = src[i];
-            else dst[(size_t)s * D + i] = src[i];
-        }
-    }
+// Both passes go through the matmul's kernels one (batch, head) task per thread (mm_gemm_serial),
+// a block of ATT_QB queries at a time against the keys it can see: S = Q Kᵀ, then O = P V; the
+// backward's dP = dO Vᵀ, dQ = dS K, dK = dSᵀ Q and dV = Pᵀ dO likewise. Within the diagonal block
+// the scores above the diagonal are computed and discarded (their probabilities are zero), so a
+// block costs at most ATT_QB²/2 wasted products. Each task's sums run in a fixed order: the same
+// bits at any thread count.
+#define ATT_QB (8 * MM_MR)
+
+// This thread's matmul scratch inside a parallel region over mm_scratch(nthreads).
+static float* mm_thread_scratch(float* scratch) {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    return scratch + (size_t)tid * MM_THREAD_SCRATCH;
 }
 
-// out (B,T,H,D); att (B,H,T,T) probabilities (upper triangle left unused); q (B,T,H,D);
-// k, v (B,T,Hkv,D). Query head h reads kv head h / (H/Hkv).
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// out (B,T,H,D); att (B,H,T,T) probabilities (the upper triangle outside the diagonal ATT_QB blocks
+// left unused; inside them zero); q (B,T,H,D); k, v (B,T,Hkv,D). Query head h reads kv head
+// h / (H/Hkv).
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, int B, int T,
                        int H, int Hkv, int D) {
     float scale = 1.0f / sqrtf((float)D);
-    int group = H / Hkv;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int group = H / Hkv, nth = max_threads();
+    size_t sq = (size_t)H * D, skv = (size_t)Hkv * D;   // time strides
+    float* scratch = mm_scratch(nth);
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float* kT = (float*)malloc_check((size_t)D * T * sizeof(float));   // (D,T)
-            float* vh = (float*)malloc_check((size_t)T * D * sizeof(float));   // (T,D)
-            gather_head(kT, k, b, h / group, T, Hkv, D, 1);
-            gather_head(vh, v, b, h / group, T, Hkv, D, 0);
-            for (int t = 0; t < T; t++) {
-                const float* qt = q + (((size_t)b * T + t) * H + h) * D;
-                float* p = att + (((size_t)b * H + h) * T + t) * T;
-                for (int s = 0; s <= t; s++) p[s] = 0.0f;
-                for (int i = 0; i < D; i++) {
-                    float x = qt[i] * scale;
-                    const float* kTi = kT + (size_t)i * T;
-                    for (int s = 0; s <= t; s++) p[s] += x * kTi[s];
+            float* ws = mm_thread_scratch(scratch);
+            const float* qh = q + (size_t)b * T * sq + (size_t)h * D;                  // (T,D), stride sq
+            const float* kh = k + (size_t)b * T * skv + (size_t)(h / group) * D;       // (T,D), stride skv
+            const float* vh = v + (size_t)b * T * skv + (size_t)(h / group) * D;
+            float* oh = out + (size_t)b * T * sq + (size_t)h * D;
+            float* ph = att + ((size_t)b * H + h) * T * T;                            // (T,T)
+            for (int t0 = 0; t0 < T; t0 += ATT_QB) {
+                int n = T - t0 < ATT_QB ? T - t0 : ATT_QB, ns = t0 + n;   // queries, keys seen
+                // S (n,ns) = Q[t0:t0+n] K[0:ns]ᵀ
+                mm_gemm_serial(n, ns, D, qh + t0 * sq, sq, 1, kh, 1, skv, ph + (size_t)t0 * T, T, 0, ws);
+                for (int t = t0; t < ns; t++) {
+                    float* p = ph + (size_t)t * T;
+                    float maxv = -INFINITY, sum = 0.0f;
+                    for (int s = 0; s <= t; s++) {
+                        p[s] *= scale;
+                        maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
+                    }
+                    for (int s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
+                    float inv = 1.0f / sum;
+                    for (int s = 0; s <= t; s++) p[s] *= inv;
+                    for (int s = t + 1; s < ns; s++) p[s] = 0.0f;
                 }
-                float maxv = -INFINITY, sum = 0.0f;
-                for (int s = 0; s <= t; s++) maxv = p[s] > maxv ? p[s] : maxv; // fmaxf's value, no libm call
-                for (int s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - maxv); sum += p[s]; }
-                float inv = 1.0f / sum;
-                float* ot = out + (((size_t)b * T + t) * H + h) * D;
-                for (int i = 0; i < D; i++) ot[i] = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] *= inv;
-                    const float* vs = vh + (size_t)s * D;
-                    for (int i = 0; i < D; i++) ot[i] += p[s] * vs[i];
-                }
+                // O[t0:t0+n] (n,D) = P (n,ns) V[0:ns]
+                mm_gemm_serial(n, D, ns, ph + (size_t)t0 * T, T, 1, vh, skv, 1, oh + t0 * sq, sq, 0, ws);
             }
-            free(kT);
-            free(vh);
         }
 }
 
 // dq (B,T,H,D), dk, dv (B,T,Hkv,D) +=. With P the probabilities: dV = Pᵀ dO; dP = dO Vᵀ;
 // dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = scale dS K; dK = scale dSᵀ Q. Parallel over (b, kv head) so
-// the heads of one GQA group add into their shared dk, dv without races.
+// the heads of one GQA group add into their shared dk, dv without races. att as attention_forward
+// leaves it, read only at and below the diagonal.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att, const float* q,
                         const float* k, const float* v, int B, int T, int H, int Hkv, int D) {
     float scale = 1.0f / sqrtf((float)D);
-    int group = H / Hkv;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int group = H / Hkv, nth = max_threads();
+    size_t sq = (size_t)H * D, skv = (size_t)Hkv * D;
+    float* scratch = mm_scratch(nth);
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < Hkv; g++) {
-            float* kh = (float*)malloc_check((size_t)T * D * sizeof(float));   // (T,D)
-            float* vT = (float*)malloc_check((size_t)D * T * sizeof(float));   // (D,T)
-            float* dkh = (float*)calloc_check((size_t)T * D, sizeof(float));   // (T,D)
-            float* dvh = (float*)calloc_check((size_t)T * D, sizeof(float));   // (T,D)
-            float* dp = (float*)malloc_check(T * sizeof(float));
-            gather_head(kh, k, b, g, T, Hkv, D, 0);
-            gather_head(vT, v, b, g, T, Hkv, D, 1);
-            for (int h = g * group; h < (g + 1) * group; h++)
-                for (int t = 0; t < T; t++) {
-                    const float* p = att + (((size_t)b * H + h) * T + t) * T;
-                    const float* dot_ = dout + (((size_t)b * T + t) * H + h) * D;
-                    const float* qt = q + (((size_t)b * T + t) * H + h) * D;
-                    float* dqt = dq + (((size_t)b * T + t) * H + h) * D;
-                    for (int s = 0; s <= t; s++) dp[s] = 0.0f;
-                    for (int i = 0; i < D; i++) {
-                        float x = dot_[i];
-                        const float* vTi = vT + (size_t)i * T;
-                        for (int s = 0; s <= t; s++) dp[s] += x * vTi[s];
-                    }
-                    float rowsum = 0.0f;
-                    for (int s = 0; s <= t; s++) rowsum += p[s] * dp[s];
-                    for (int s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - rowsum) * scale;   // dS
-                    for (int s = 0; s <= t; s++) {
-                        const float* ks = kh + (size_t)s * D;
-                        float *dks = dkh + (size_t)s * D, *dvs = dvh + (size_t)s * D;
-                        for (int i = 0; i < D; i++) {
-                            dqt[i] += dp[s] * ks[i];
-                            dks[i] += dp[s] * qt[i];
-                            dvs[i] += p[s] * dot_[i];
+            float* ws = mm_thread_scratch(scratch);
+            float* ds = (float*)malloc_check((size_t)ATT_QB * T * sizeof(float));   // (n,ns) dP, then dS
+            float* pz = (float*)malloc_check((size_t)ATT_QB * T * sizeof(float));   // (n,ns) P, zero above
+            const float* kh = k + (size_t)b * T * skv + (size_t)g * D;
+            const float* vh = v + (size_t)b * T * skv + (size_t)g * D;
+            float* dkh = dk + (size_t)b * T * skv + (size_t)g * D;
+            float* dvh = dv + (size_t)b * T * skv + (size_t)g * D;
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float* qh = q + (size_t)b * T * sq + (size_t)h * D;
+                const float* doh = dout + (size_t)b * T * sq + (size_t)h * D;
+                float* dqh = dq + (size_t)b * T * sq + (size_t)h * D;
+                const float* ph = att + ((size_t)b * H + h) * T * T;
+                for (int t0 = 0; t0 < T; t0 += ATT_QB) {
+                    int n = T - t0 < ATT_QB ? T - t0 : ATT_QB, ns = t0 + n;
+                    // dP (n,ns) = dO[t0:t0+n] V[0:ns]ᵀ
+                    mm_gemm_serial(n, ns, D, doh + t0 * sq, sq, 1, vh, 1, skv, ds, ns, 0, ws);
+                    for (int i = 0; i < n; i++) {
+                        const float* p = ph + (size_t)(t0 + i) * T;
+                        float *dsi = ds + (size_t)i * ns, *pzi = pz + (size_t)i * ns;
+                        float rowsum = 0.0f;
+                        for (int s = 0; s <= t0 + i; s++) rowsum += p[s] * dsi[s];
+                        for (int s = 0; s <= t0 + i; s++) {
+                            pzi[s] = p[s];
+                            dsi[s] = p[s] * (dsi[s] - rowsum) * scale;
                         }
+                        for (int s = t0 + i + 1; s < ns; s++) { pzi[s] = 0.0f; dsi[s] = 0.0f; }
                     }
+                    // dQ[t0:t0+n] += dS K[0:ns];  dK[0:ns] += dSᵀ Q[t0:t0+n];  dV[0:ns] += Pᵀ dO[t0:t0+n]
+                    mm_gemm_serial(n, D, ns, ds, ns, 1, kh, skv, 1, dqh + t0 * sq, sq, 1, ws);
+                    mm_gemm_serial(ns, D, n, ds, 1, ns, qh + t0 * sq, sq, 1, dkh, skv, 1, ws);
+                    mm_gemm_serial(ns, D, n, pz, 1, ns, doh + t0 * sq, sq, 1, dvh, skv, 1, ws);
                 }
-            for (int s = 0; s < T; s++)
-                for (int i = 0; i < D; i++) {
-                    size_t r = (((size_t)b * T + s) * Hkv + g) * D + i;
-                    dk[r] += dkh[(size_t)s * D + i];
-                    dv[r] += dvh[(size_t)s * D + i];
-                }
-            free(kh); free(vT); free(dkh); free(dvh); free(dp);
+            }
+            free(ds); free(pz);
         }
 }
 
