@@ -61,8 +61,10 @@
  *           (forward, dinp) or column-major (dweight: A = dout^T); only a
  *           ragged last panel is copied (zero-padded).  The panel stays in
  *           L1 while the kernel runs over all strips of the chunk.
- *   j  : strips of the chunk -> micro-kernel into a small tile buffer, then
- *        mm_store() writes/accumulates the valid part into C (+ bias).
+ *   j  : strips of the chunk -> micro-kernel, which starts from C (or 0) and
+ *        writes the tile straight back; a ragged tile goes through a small
+ *        buffer and mm_store() writes/accumulates its valid part.  A bias is
+ *        written into C first and the sums start from it.
  *
  * Column remainders: full NR-wide strips use the "wide" kernel; the columns
  * left over at the right edge use a "narrow" kernel one SIMD vector wide
@@ -159,18 +161,20 @@
 /* ------------------------------------------------------------------------ */
 /* Micro-kernel                                                             */
 
-/* tile (MR,NR) = A (MR,kc) @ Bstrip (kc,NR), with A(i,k) at a[i*rsa + k*csa]
- * and B(k,j) at b[k*ldb + j] (ldb = NR for a packed strip).  acc[][] has
+/* c (MR,NR) (+)= A (MR,kc) @ Bstrip (kc,NR), with A(i,k) at a[i*rsa + k*csa],
+ * B(k,j) at b[k*ldb + j] (ldb = NR for a packed strip) and c(i,j) at c[i*ldc + j];
+ * load_c: the sums start from c (accumulate), else from 0.  acc[][] has
  * only compile-time indices, so it lives entirely in vector registers: the
  * j loop becomes NR/SIMD vector FMAs and the i loop is unrolled.  Always inlined into the
  * wrappers below, which fix rsa or csa to 1 (A row- or column-major). */
 static inline MM_KERNEL_ATTR
 void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
-                    const float* restrict b, ptrdiff_t ldb, float* restrict tile) {
+                    const float* restrict b, ptrdiff_t ldb, float* restrict c, ptrdiff_t ldc,
+                    int load_c) {
     float acc[MM_MR][MM_NR];
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
-        for (int j = 0; j < MM_NR; j++) acc[i][j] = 0.0f;
+        for (int j = 0; j < MM_NR; j++) acc[i][j] = load_c ? c[i * ldc + j] : 0.0f;
     }
     for (int k = 0; k < kc; k++) {
         const float* bk = b + k * ldb;
@@ -182,7 +186,7 @@ void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t cs
     }
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
-        for (int j = 0; j < MM_NR; j++) tile[i * MM_NR + j] = acc[i][j];
+        for (int j = 0; j < MM_NR; j++) c[i * ldc + j] = acc[i][j];
     }
 }
 
@@ -192,11 +196,12 @@ void mm_kernel_wide(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t cs
  * summed into two separate accumulator sets (fixed order: deterministic). */
 static inline MM_KERNEL_ATTR
 void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t csa,
-                      const float* restrict b, ptrdiff_t ldb, float* restrict tile) {
+                      const float* restrict b, ptrdiff_t ldb, float* restrict c, ptrdiff_t ldc,
+                      int load_c) {
     float acc0[MM_MR][MM_NR2], acc1[MM_MR][MM_NR2];
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
-        for (int j = 0; j < MM_NR2; j++) { acc0[i][j] = 0.0f; acc1[i][j] = 0.0f; }
+        for (int j = 0; j < MM_NR2; j++) { acc0[i][j] = load_c ? c[i * ldc + j] : 0.0f; acc1[i][j] = 0.0f; }
     }
     int k = 0;
     for (; k + 1 < kc; k += 2) {
@@ -221,35 +226,31 @@ void mm_kernel_narrow(int kc, const float* restrict a, ptrdiff_t rsa, ptrdiff_t 
     }
     for (int i = 0; i < MM_MR; i++) {
         MM_JLOOP
-        for (int j = 0; j < MM_NR2; j++) tile[i * MM_NR2 + j] = acc0[i][j] + acc1[i][j];
+        for (int j = 0; j < MM_NR2; j++) c[i * ldc + j] = acc0[i][j] + acc1[i][j];
     }
 }
 
 /* The four instantiations: wide/narrow strip x A row-major/column-major.
  * (Kept out of line so each is register-allocated on its own.) */
-static MM_NOINLINE void mm_kernel_wide_rowA(int kc, const float* a, ptrdiff_t lda,
-                                            const float* b, ptrdiff_t ldb, float* t)
-{ mm_kernel_wide(kc, a, lda, 1, b, ldb, t); }
-static MM_NOINLINE void mm_kernel_wide_colA(int kc, const float* a, ptrdiff_t lda,
-                                            const float* b, ptrdiff_t ldb, float* t)
-{ mm_kernel_wide(kc, a, 1, lda, b, ldb, t); }
-static MM_NOINLINE void mm_kernel_narrow_rowA(int kc, const float* a, ptrdiff_t lda,
-                                              const float* b, ptrdiff_t ldb, float* t)
-{ mm_kernel_narrow(kc, a, lda, 1, b, ldb, t); }
-static MM_NOINLINE void mm_kernel_narrow_colA(int kc, const float* a, ptrdiff_t lda,
-                                              const float* b, ptrdiff_t ldb, float* t)
-{ mm_kernel_narrow(kc, a, 1, lda, b, ldb, t); }
+#define MM_KERNEL_ARGS int kc, const float* a, ptrdiff_t lda, const float* b, ptrdiff_t ldb, \
+                       float* c, ptrdiff_t ldc, int load_c
+static MM_NOINLINE void mm_kernel_wide_rowA(MM_KERNEL_ARGS)
+{ mm_kernel_wide(kc, a, lda, 1, b, ldb, c, ldc, load_c); }
+static MM_NOINLINE void mm_kernel_wide_colA(MM_KERNEL_ARGS)
+{ mm_kernel_wide(kc, a, 1, lda, b, ldb, c, ldc, load_c); }
+static MM_NOINLINE void mm_kernel_narrow_rowA(MM_KERNEL_ARGS)
+{ mm_kernel_narrow(kc, a, lda, 1, b, ldb, c, ldc, load_c); }
+static MM_NOINLINE void mm_kernel_narrow_colA(MM_KERNEL_ARGS)
+{ mm_kernel_narrow(kc, a, 1, lda, b, ldb, c, ldc, load_c); }
 
-/* Write the valid (mr,nr) corner of a tile (row stride tstride) into C.
- * accumulate: C += tile, else C = tile + bias[j] (bias may be NULL). */
+/* Write the valid (mr,nr) corner of a tile (row stride tstride) into C: C += tile when
+ * accumulate, else C = tile. */
 static void mm_store(float* restrict c, ptrdiff_t ldc, const float* restrict tile,
-                     int tstride, int mr, int nr, int accumulate,
-                     const float* restrict bias) {
+                     int tstride, int mr, int nr, int accumulate) {
     for (int i = 0; i < mr; i++) {
         const float* t = tile + i * tstride;
         float* ci = c + i * ldc;
         if (accumulate) for (int j = 0; j < nr; j++) ci[j] += t[j];
-        else if (bias)  for (int j = 0; j < nr; j++) ci[j] = t[j] + bias[j];
         else            for (int j = 0; j < nr; j++) ci[j] = t[j];
     }
 }
@@ -362,12 +363,11 @@ static void mm_thread_grid(int nth, int npanels, int nslots, int a_rowmajor,
 
 /* One thread's share of C (M,Nc) (+)= A (M,K) @ B (K,Nc): row panels [p0,p1) and columns [c0,c1)
  * (c0 a multiple of MM_NR).  A(i,k) at A[i*rsa + k*csa], B(k,j) at B[k*rsb + j*csb], C(i,j) at
- * C[i*ldc + j].  accumulate != 0: C += A@B; otherwise C = A@B + bias (bias (Nc) or NULL).
+ * C[i*ldc + j].  accumulate != 0: C += A@B; otherwise C = A@B.
  * scratch: this thread's MM_THREAD_SCRATCH floats (packed B chunk, then a ragged A panel). */
 static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                      const float* B, ptrdiff_t rsb, ptrdiff_t csb, float* C, ptrdiff_t ldc,
-                     int accumulate, const float* bias, int p0, int p1, int c0, int c1,
-                     float* scratch) {
+                     int accumulate, int p0, int p1, int c0, int c1, float* scratch) {
     float* bpack = scratch;                                    /* KC x NC */
     float* apanel = scratch + MM_KC * MM_NCS * MM_NR;          /* MR x KC */
     float tile[MM_MR * MM_NR];
@@ -388,7 +388,6 @@ static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdif
             const int kc = MM_MIN(kcb, K - pc);
             /* first K block overwrites C (adding bias), later ones add */
             const int acc_mode = accumulate || pc > 0;
-            const float* bias_chunk = (acc_mode || !bias) ? NULL : bias + jc;
             const float* bblk = B + pc * rsb + jc * csb;
             if (!direct_b) {
                 mm_pack_b_chunk(bpack, bblk, rsb, csb, kc, nc);
@@ -411,10 +410,13 @@ static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdif
                 for (int j = 0; j < jw; j += MM_NR) {            /* wide strips */
                     const float* bs = direct_b ? bblk + j : bpack + (ptrdiff_t)j * kc;
                     const ptrdiff_t ldb = direct_b ? rsb : MM_NR;
-                    if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, ldb, tile);
-                    else      mm_kernel_wide_colA(kc, a, lda, bs, ldb, tile);
-                    mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode,
-                             bias_chunk ? bias_chunk + j : NULL);
+                    /* a full tile goes straight to C; a ragged one through tile[] */
+                    float* dst = mr == MM_MR ? c + j : tile;
+                    const ptrdiff_t ldd = mr == MM_MR ? ldc : MM_NR;
+                    const int load = mr == MM_MR && acc_mode;
+                    if (rowA) mm_kernel_wide_rowA(kc, a, lda, bs, ldb, dst, ldd, load);
+                    else      mm_kernel_wide_colA(kc, a, lda, bs, ldb, dst, ldd, load);
+                    if (dst == tile) mm_store(c + j, ldc, tile, MM_NR, mr, MM_NR, acc_mode);
                 }
                 for (int j = jw; j < nc; j += MM_NR2) {          /* narrow strips */
                     const float* bs = bpack + (ptrdiff_t)j * kc;
@@ -423,10 +425,12 @@ static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdif
                         bs = j < jr ? bblk + j : bpack;
                         ldb = j < jr ? rsb : MM_NR2;
                     }
-                    if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, ldb, tile);
-                    else      mm_kernel_narrow_colA(kc, a, lda, bs, ldb, tile);
-                    mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode,
-                             bias_chunk ? bias_chunk + j : NULL);
+                    const int full = mr == MM_MR && j + MM_NR2 <= nc;
+                    float* dst = full ? c + j : tile;
+                    const ptrdiff_t ldd = full ? ldc : MM_NR2;
+                    if (rowA) mm_kernel_narrow_rowA(kc, a, lda, bs, ldb, dst, ldd, full && acc_mode);
+                    else      mm_kernel_narrow_colA(kc, a, lda, bs, ldb, dst, ldd, full && acc_mode);
+                    if (!full) mm_store(c + j, ldc, tile, MM_NR2, mr, MM_MIN(MM_NR2, nc - j), acc_mode);
                 }
             }
         }
@@ -448,8 +452,8 @@ static void mm_gemm_serial(int M, int Nc, int K, const float* A, ptrdiff_t rsa, 
                            int accumulate, float* scratch) {
     if (M <= 0 || Nc <= 0) return;
     if (K <= 0) { mm_empty(M, Nc, C, ldc, accumulate, NULL); return; }
-    mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, NULL, 0, MM_CEIL_DIV(M, MM_MR),
-             0, Nc, scratch);
+    mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, 0, MM_CEIL_DIV(M, MM_MR), 0, Nc,
+             scratch);
 }
 
 /* C (M,Nc) (+)= A (M,K) @ B (K,Nc), strides as in mm_block, split over the OpenMP threads. */
@@ -483,7 +487,11 @@ static void mm_gemm(int M, int Nc, int K,
         const int p0 = (int)((long)npanels * ti / tr), p1 = (int)((long)npanels * (ti + 1) / tr);
         const int c0 = (int)((long)nslots * tj / tc) * MM_NR;
         const int c1 = MM_MIN(Nc, (int)((long)nslots * (tj + 1) / tc) * MM_NR);
-        mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, bias, p0, p1, c0, c1,
+        /* a bias is where this thread's sums start: C = bias, then C += A@B */
+        if (bias && !accumulate)
+            for (int i = p0 * MM_MR; i < MM_MIN(M, p1 * MM_MR); i++)
+                for (int j = c0; j < c1; j++) C[i * ldc + j] = bias[j];
+        mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate || bias, p0, p1, c0, c1,
                  scratch + (size_t)tid * MM_THREAD_SCRATCH);
     }
 }
