@@ -16,6 +16,10 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -W
 # a call to an undeclared function is an error, not a warning: C89's implicit int would truncate a
 # pointer result (how dev/bench_matmul.c once crashed on OpenBLAS's char* functions)
 CFLAGS += -Werror=implicit-function-declaration
+# floating point never traps in these programs (no fenv): gcc may then evaluate both sides of a
+# select, which lets the loops through logsigmoidf / log1p_fast vectorise (clang's default; no value
+# changes)
+CFLAGS += -fno-trapping-math
 LDLIBS = -lm
 
 # OpenMP: gcc/clang with -fopenmp where it links; macOS clang needs Homebrew's libomp
