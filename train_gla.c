@@ -543,6 +543,14 @@ void matmul_backward(float* dinp, float* dweight, float* dbias,
 // ----------------------------------------------------------------------------
 // small layers
 
+// x (n) = 0, by all threads (the gradient buffers are megabytes: a serial memset left the other
+// threads waiting)
+void zero_floats(float* x, size_t n) {
+    const size_t chunk = 16384;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += chunk) memset(x + i, 0, (n - i < chunk ? n - i : chunk) * sizeof(float));
+}
+
 // out (N,C) = wte[inp] ; inp (N) token ids, wte (V,C)
 void encoder_forward(float* out, const int* inp, const float* wte, int N, int C) {
     #pragma omp parallel for
@@ -1769,7 +1777,7 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
     float *do_gated = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
     float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
     // output projection and gated norm
-    memset(do_gated, 0, (size_t)N * Dv * sizeof(float));
+    zero_floats(do_gated, (size_t)N * Dv);
     matmul_backward(do_gated, dW[W_GLA_O], NULL, dout, A->o_gated, W[W_GLA_O], N, Dv, d);
     gated_rmsnorm_backward(d_o, dz, dW[W_GLA_G_NORM], do_gated, A->o, A->z, W[W_GLA_G_NORM], A->o_rstd, N, H, V);
     // the recurrence; da reuses do_gated's buffer (no longer needed)
@@ -1781,10 +1789,10 @@ void gla_layer_backward(Model* m, int l, const float* dout, float* dln, int B, i
     #pragma omp parallel for   // an exp and a division per element: worth a second thread
     for (size_t i = 0; i < (size_t)N * Dk; i++) da[i] *= inv * sigmoidf(-A->gk[i]);
     float* dgk1 = d_o;  // (N,R), d_o no longer needed
-    memset(dgk1, 0, (size_t)N * R * sizeof(float));
+    zero_floats(dgk1, (size_t)N * R);
     matmul_backward(dgk1, dW[W_GLA_GK2], dW[W_GLA_GK_BIAS], da, A->gk1, W[W_GLA_GK2], N, R, Dk);
     // the five d -> * projections all read ln1
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_GLA_GK1], NULL, dgk1, A->ln1, W[W_GLA_GK1], N, d, R);
     matmul_backward(dln, dW[W_GLA_Q], NULL, dq, A->ln1, W[W_GLA_Q], N, d, Dk);
     matmul_backward(dln, dW[W_GLA_K], NULL, dk, A->ln1, W[W_GLA_K], N, d, Dk);
@@ -1837,7 +1845,7 @@ void hgrn_layer_backward(Model* m, int l, const float* dout, float* dln, int B, 
     int N = B * T, d = c->d_model, D = c->hgrn_dim;
     const float* lb = layer_lower_bound(m, l);
     float *do_gated = m->dbuf[0], *dh = m->dbuf[1], *dg = m->dbuf[2], *dx = m->dbuf[3], *da = m->dbuf[4];
-    memset(do_gated, 0, (size_t)N * D * sizeof(float));
+    zero_floats(do_gated, (size_t)N * D);
     matmul_backward(do_gated, dW[W_HGRN_O], NULL, dout, A->o_gated, W[W_HGRN_O], N, D, d);
     gated_rmsnorm_backward(dh, dg, dW[W_HGRN_G_NORM], do_gated, A->o, A->z, W[W_HGRN_G_NORM], A->o_rstd, N, 1, D);
     hgrn_chunk_backward(dx, da, dh, A->o, A->a, B, T, D, m->chunk_size);
@@ -1848,7 +1856,7 @@ void hgrn_layer_backward(Model* m, int l, const float* dout, float* dln, int B, 
         dx[i] *= -expm1f(A->a[i]) * silu_grad(A->q_lin[i]);
     }
     forget_gate_backward(da, lb ? m->dlower_bound + (size_t)l * d : NULL, da, A->f, lb, N, D);
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_HGRN_I], NULL, dx, A->ln1, W[W_HGRN_I], N, d, D);
     matmul_backward(dln, dW[W_HGRN_F], NULL, da, A->ln1, W[W_HGRN_F], N, d, D);
     matmul_backward(dln, dW[W_HGRN_G], NULL, dg, A->ln1, W[W_HGRN_G], N, d, D);
@@ -1901,9 +1909,9 @@ void hgrn2_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
     const float* lb = layer_lower_bound(m, l);
     float *do_norm = m->dbuf[0], *d_o = m->dbuf[1], *da = m->dbuf[2];
     float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
-    memset(do_norm, 0, (size_t)N * d * sizeof(float));
+    zero_floats(do_norm, (size_t)N * d);
     matmul_backward(do_norm, dW[W_HGRN2_O], NULL, dout, A->o_gated, W[W_HGRN2_O], N, d, d);
-    memset(d_o, 0, (size_t)N * d * sizeof(float));
+    zero_floats(d_o, (size_t)N * d);
     rmsnorm_backward(d_o, dW[W_HGRN2_G_NORM], do_norm, A->o, W[W_HGRN2_G_NORM], A->o_rstd, N, d);
     gla_chunk_backward(dq, dk, dv, da, d_o, A->states, A->q, A->k, A->v, A->a, B, T, c->hgrn2_heads, E, E,
                        m->chunk_size, 1.0f / sqrtf((float)E));
@@ -1914,7 +1922,7 @@ void hgrn2_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
         dq[i] *= silu_grad(A->q_lin[i]);
     }
     forget_gate_backward(da, lb ? m->dlower_bound + (size_t)l * d : NULL, da, A->f, lb, N, d);
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_HGRN2_Q], NULL, dq, A->ln1, W[W_HGRN2_Q], N, d, d);
     matmul_backward(dln, dW[W_HGRN2_F], NULL, da, A->ln1, W[W_HGRN2_F], N, d, d);
     matmul_backward(dln, dW[W_HGRN2_I], NULL, dv, A->ln1, W[W_HGRN2_I], N, d, d);
@@ -1972,7 +1980,7 @@ void retnet_layer_backward(Model* m, int l, const float* dout, float* dln, int B
     int N = B * T, d = c->d_model, H = c->retnet_heads, K = retnet_head_k(c), V = retnet_head_v(c);
     float *do_gated = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
     float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
-    memset(do_gated, 0, (size_t)N * 2 * d * sizeof(float));
+    zero_floats(do_gated, (size_t)N * 2 * d);
     matmul_backward(do_gated, dW[W_RET_O], NULL, dout, A->o_gated, W[W_RET_O], N, 2 * d, d);
     gated_rmsnorm_backward(d_o, dz, dW[W_RET_G_NORM], do_gated, A->o, A->z, W[W_RET_G_NORM], A->o_rstd, N, H, V);
     // the fixed decay has no gradient: the kernel's gate gradient goes to do_gated's buffer, unused
@@ -1980,7 +1988,7 @@ void retnet_layer_backward(Model* m, int l, const float* dout, float* dln, int B
                        1.0f / sqrtf((float)K));
     rope_backward(dq, B, T, H, K, 0, c->rope_theta);
     rope_backward(dk, B, T, H, K, 0, c->rope_theta);
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_RET_Q], NULL, dq, A->ln1, W[W_RET_Q], N, d, d);
     matmul_backward(dln, dW[W_RET_K], NULL, dk, A->ln1, W[W_RET_K], N, d, d);
     matmul_backward(dln, dW[W_RET_V], NULL, dv, A->ln1, W[W_RET_V], N, d, 2 * d);
@@ -2057,12 +2065,12 @@ void delta_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
     float *do_norm = m->dbuf[0], *d_o = m->dbuf[1], *dz = m->dbuf[2];
     float *dq = m->dbuf[3], *dk = m->dbuf[4], *dv = m->dbuf[5];
     // output projection and norm
-    memset(do_norm, 0, (size_t)N * H * V * sizeof(float));
+    zero_floats(do_norm, (size_t)N * H * V);
     matmul_backward(do_norm, dW[W_DELTA_O], NULL, dout, A->o_gated, W[W_DELTA_O], N, H * V, d);
     if (gated) {
         gated_rmsnorm_backward(d_o, dz, dW[W_DELTA_O_NORM], do_norm, A->o, A->z, W[W_DELTA_O_NORM], A->o_rstd, N, H, V);
     } else {
-        memset(d_o, 0, (size_t)N * H * V * sizeof(float));
+        zero_floats(d_o, (size_t)N * H * V);
         rmsnorm_backward(d_o, dW[W_DELTA_O_NORM], do_norm, A->o, W[W_DELTA_O_NORM], A->o_rstd, N * H, V);
     }
     // the recurrence; dβ and dg (N,H) each reuse do_norm's buffer (no longer needed)
@@ -2072,7 +2080,7 @@ void delta_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
     l2norm_backward(dq, dq, A->q, A->q_rinv, (size_t)N * H, K);
     l2norm_backward(dk, dk, A->k, A->k_rinv, (size_t)N * H, K);
     // each short conv then its projection; d_o's buffer takes each conv's input gradient in turn
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     shortconv_backward(d_o, dW[W_DELTA_Q_CONV], dq, A->q_lin, W[W_DELTA_Q_CONV], B, T, H * K, c->conv_size);
     matmul_backward(dln, dW[W_DELTA_Q], NULL, d_o, A->ln1, W[W_DELTA_Q], N, d, H * K);
     shortconv_backward(d_o, dW[W_DELTA_K_CONV], dk, A->k_lin, W[W_DELTA_K_CONV], B, T, H * K, c->conv_size);
@@ -2235,15 +2243,15 @@ void attn_layer_backward(Model* m, int l, const float* dout, float* dln, int B, 
     float* const* dW = m->g.layer[l];
     int N = B * T, d = c->d_model, H = c->attn_heads, Hkv = c->attn_kv_heads, D = attn_head_dim(c);
     float *datt_out = m->dbuf[0], *dq = m->dbuf[1], *dk = m->dbuf[2], *dv = m->dbuf[3];
-    memset(datt_out, 0, (size_t)N * H * D * sizeof(float));
+    zero_floats(datt_out, (size_t)N * H * D);
     matmul_backward(datt_out, dW[W_ATT_O], NULL, dout, A->att_out, W[W_ATT_O], N, H * D, d);
-    memset(dq, 0, (size_t)N * H * D * sizeof(float));
-    memset(dk, 0, (size_t)N * Hkv * D * sizeof(float));
-    memset(dv, 0, (size_t)N * Hkv * D * sizeof(float));
+    zero_floats(dq, (size_t)N * H * D);
+    zero_floats(dk, (size_t)N * Hkv * D);
+    zero_floats(dv, (size_t)N * Hkv * D);
     attention_backward(dq, dk, dv, datt_out, A->att, A->q, A->k, A->v, B, T, H, Hkv, D);
     rope_backward(dq, B, T, H, D, 0, c->rope_theta);
     rope_backward(dk, B, T, Hkv, D, 0, c->rope_theta);
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_ATT_Q], NULL, dq, A->ln1, W[W_ATT_Q], N, d, H * D);
     matmul_backward(dln, dW[W_ATT_K], NULL, dk, A->ln1, W[W_ATT_K], N, d, Hkv * D);
     matmul_backward(dln, dW[W_ATT_V], NULL, dv, A->ln1, W[W_ATT_V], N, d, Hkv * D);
@@ -2267,10 +2275,10 @@ void mlp_backward(Model* m, int l, const float* dout, float* dln, int N) {
     float* const* dW = m->g.layer[l];
     int d = c->d_model, I = c->mlp_hidden;
     float *dh = m->dbuf[0], *dgate = m->dbuf[1], *dup = m->dbuf[2];
-    memset(dh, 0, (size_t)N * I * sizeof(float));
+    zero_floats(dh, (size_t)N * I);
     matmul_backward(dh, dW[W_MLP_DOWN], NULL, dout, A->mlp_h, W[W_MLP_DOWN], N, I, d);
     swiglu_backward(dgate, dup, dh, A->mlp_gate, A->mlp_up, (size_t)N * I);
-    memset(dln, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dln, (size_t)N * d);
     matmul_backward(dln, dW[W_MLP_GATE], NULL, dgate, A->ln2, W[W_MLP_GATE], N, d, I);
     matmul_backward(dln, dW[W_MLP_UP], NULL, dup, A->ln2, W[W_MLP_UP], N, d, I);
 }
@@ -2489,9 +2497,11 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
         float* const* W = m->w.layer[l];
         rmsnorm_forward(A->ln1, A->ln1_rstd, x, W[W_ATTN_NORM], N, d, c->norm_eps);
         MIXER_FORWARD[c->pattern[l]](m, l, B, T);
+        #pragma omp parallel for
         for (size_t i = 0; i < (size_t)N * d; i++) A->res1[i] = x[i] + A->mixer[i];
         rmsnorm_forward(A->ln2, A->ln2_rstd, A->res1, W[W_MLP_NORM], N, d, c->norm_eps);
         mlp_forward(A->mlp, A, W, c, N);
+        #pragma omp parallel for
         for (size_t i = 0; i < (size_t)N * d; i++) A->res2[i] = A->res1[i] + A->mlp[i];
         x = A->res2;
     }
@@ -2509,15 +2519,15 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
 void model_backward(Model* m, const int* inputs, const int* targets) {
     const Config* c = &m->config;
     int B = m->B, T = m->T, N = B * T, d = c->d_model, V = c->vocab_size;
-    memset(m->grads, 0, m->num_params * sizeof(float));
+    zero_floats(m->grads, m->num_params);
     crossentropy_backward(m->logits, targets, N, V, m->n_valid);
     const float* x_last = c->n_layer ? m->acts[c->n_layer - 1].res2 : m->embed_out;
     float* dfinal = m->dln;
-    memset(dfinal, 0, (size_t)N * d * sizeof(float));
+    zero_floats(dfinal, (size_t)N * d);
     matmul_backward(dfinal, m->g.lm_head, NULL, m->logits, m->final_norm, m->w.lm_head, N, d, V);
-    memset(m->dresid, 0, (size_t)N * d * sizeof(float));
+    zero_floats(m->dresid, (size_t)N * d);
     rmsnorm_backward(m->dresid, m->g.norm, dfinal, x_last, m->w.norm, m->final_rstd, N, d);
-    if (m->w.lower_bounds) memset(m->dlower_bound, 0, (size_t)c->n_layer * d * sizeof(float));
+    if (m->w.lower_bounds) zero_floats(m->dlower_bound, (size_t)c->n_layer * d);
     // dresid is dL/d(residual stream); each branch reads it and then adds its norm's backward into it
     for (int l = c->n_layer - 1; l >= 0; l--) {
         LayerActs* A = &m->acts[l];
