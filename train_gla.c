@@ -1050,13 +1050,16 @@ void gated_rmsnorm_backward(float* dx, float* dg, float* dw, const float* dout, 
     for (size_t r = 0; r < (size_t)N * H; r++) {
         const float *xr = x + r * V, *gr = g + r * V, *dy = dout + r * V;
         float s = rstd[r], dot = 0.0f;
+        // one σ per element: silu(g) = g σ, silu'(g) = σ (1 + g (1 − σ)); dx keeps dy ⊙ silu(g) ⊙ w
+        // until the dot product is known
         for (int j = 0; j < V; j++) {
-            float xhat = xr[j] * s;
-            dg[r * V + j] = dy[j] * xhat * w[j] * silu_grad(gr[j]);
-            dot += dy[j] * siluf(gr[j]) * w[j] * xhat;
+            float xhat = xr[j] * s, sg = sigmoidf(gr[j]), u = dy[j] * (gr[j] * sg) * w[j];
+            dg[r * V + j] = dy[j] * xhat * w[j] * (sg * (1.0f + gr[j] * (1.0f - sg)));
+            dot += u * xhat;
+            dx[r * V + j] = u;
         }
         dot /= V;
-        for (int j = 0; j < V; j++) dx[r * V + j] = s * (dy[j] * siluf(gr[j]) * w[j] - xr[j] * s * dot);
+        for (int j = 0; j < V; j++) dx[r * V + j] = s * (dx[r * V + j] - xr[j] * s * dot);
     }
     // dw by column chunks over threads, each summing r in order: the serial sums at any thread count
     const int nchunks = (V + 7) / 8;
