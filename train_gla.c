@@ -600,12 +600,14 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
         #pragma omp for schedule(static)
         for (int ch = 0; ch < nchunks; ch++) {
             const int c0 = ch * 16, w = C - c0 < 16 ? C - c0 : 16;
-            float* dwc = dweight + c0;
+            float acc[16];   // the running sums in registers, starting from dweight
+            for (int c = 0; c < w; c++) acc[c] = dweight[c0 + c];
             for (int n = 0; n < N; n++) {
                 const float* x = inp + (size_t)n * C + c0;
                 const float* dy = dout + (size_t)n * C + c0;
-                for (int c = 0; c < w; c++) dwc[c] += dy[c] * x[c] * rstd[n];
+                for (int c = 0; c < w; c++) acc[c] += dy[c] * x[c] * rstd[n];
             }
+            for (int c = 0; c < w; c++) dweight[c0 + c] = acc[c];
         }
     }
 }
@@ -1062,12 +1064,18 @@ void gated_rmsnorm_backward(float* dx, float* dg, float* dw, const float* dout, 
         for (int j = 0; j < V; j++) dx[r * V + j] = s * (dx[r * V + j] - xr[j] * s * dot);
     }
     // dw by column chunks over threads, each summing r in order: the serial sums at any thread count
-    const int nchunks = (V + 7) / 8;
+    // (16 columns: one cache line of each row; the running sums in registers start from dw)
+    const int nchunks = (V + 15) / 16;
     #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < nchunks; ch++) {
-        const int j0 = ch * 8, j1 = V - j0 < 8 ? V : j0 + 8;
-        for (size_t r = 0; r < (size_t)N * H; r++)
-            for (int j = j0; j < j1; j++) dw[j] += dout[r * V + j] * siluf(g[r * V + j]) * x[r * V + j] * rstd[r];
+        const int j0 = ch * 16, w = V - j0 < 16 ? V - j0 : 16;
+        float acc[16];
+        for (int j = 0; j < w; j++) acc[j] = dw[j0 + j];
+        for (size_t r = 0; r < (size_t)N * H; r++) {
+            const size_t o = r * V + j0;
+            for (int j = 0; j < w; j++) acc[j] += dout[o + j] * siluf(g[o + j]) * x[o + j] * rstd[r];
+        }
+        for (int j = 0; j < w; j++) dw[j0 + j] = acc[j];
     }
 }
 
