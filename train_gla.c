@@ -841,109 +841,177 @@ void gla_gate_grad(float* da, const float* q, const float* k, const float* dq, c
     }
 }
 
-// Per-chunk working set of one (batch, head): the chunk's rows gathered contiguously, the
-// chunk-local cumulative log-gates and the exponentials built from them.
+// Σ_m x_m y_m over n terms in a fixed order that vectorises: 16 interleaved partial sums (lane l
+// takes the terms m ≡ l mod 16 below the last multiple of 16), added pairwise, then the leftover
+// terms in order. A plain running sum has to stay scalar without -ffast-math (reassociating it
+// would change the result).
+static inline float dot_lanes(const float* x, const float* y, int n) {
+    float acc[16] = {0.0f};
+    int m = 0;
+    for (; m + 16 <= n; m += 16)
+        for (int l = 0; l < 16; l++) acc[l] += x[m + l] * y[m + l];
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    float sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (; m < n; m++) sum += x[m] * y[m];
+    return sum;
+}
+
+// The small products of one chunk: c (M,N) = a (M,L) · b (L,N), or c += a · b with accumulate.
+// a(i,l) at a[i*rsa + l*csa] (so a transposed operand costs nothing), b and c row-major with row
+// strides ldb, ldc. Every c element is summed over l ascending. The bulk is done in register tiles
+// of 8 rows × 16 columns (eight vectors of accumulators, each b row loaded once for eight FMAs);
+// a plain row loop along contiguous columns would keep each c row in memory and, for 16 columns,
+// wait on one addition chain. The rows and columns left over go one row at a time. restrict spares
+// the runtime aliasing checks of these short loops.
+static void chunk_matmul(float* restrict c, size_t ldc, const float* restrict a, size_t rsa, size_t csa,
+                         const float* restrict b, size_t ldb, int M, int N, int L, int accumulate) {
+    int M8 = M - M % 8, N16 = N - N % 16;
+    for (int i = 0; i < M8; i += 8)
+        for (int j = 0; j < N16; j += 16) {
+            float acc[8][16];   // (the row loops innermost: gcc then vectorises along the columns)
+            for (int x = 0; x < 16; x++)
+                for (int r = 0; r < 8; r++) acc[r][x] = 0.0f;
+            if (accumulate)
+                for (int x = 0; x < 16; x++)
+                    for (int r = 0; r < 8; r++) acc[r][x] = c[(i + r) * ldc + j + x];
+            for (int l = 0; l < L; l++) {
+                const float *al = a + i * rsa + l * csa, *bl = b + l * ldb + j;
+                for (int x = 0; x < 16; x++)
+                    for (int r = 0; r < 8; r++) acc[r][x] += al[r * rsa] * bl[x];
+            }
+            for (int x = 0; x < 16; x++)
+                for (int r = 0; r < 8; r++) c[(i + r) * ldc + j + x] = acc[r][x];
+        }
+    for (int i = 0; i < M; i++) {
+        int j0 = i < M8 ? N16 : 0;   // the columns no tile covered
+        float* ci = c + i * ldc;
+        if (!accumulate)
+            for (int j = j0; j < N; j++) ci[j] = 0.0f;
+        for (int l = 0; l < L && j0 < N; l++) {
+            float x = a[i * rsa + l * csa];
+            const float* bl = b + l * ldb;
+            for (int j = j0; j < N; j++) ci[j] += x * bl[j];
+        }
+    }
+}
+
+// dst (width,C) = the transpose of n rows (n,width) `stride` floats apart (columns n.. untouched).
+// Filled one dst row at a time: strided loads and contiguous stores run ~5x faster than the
+// other way round.
+static void transpose_rows(float* restrict dst, int C, const float* restrict src, int n, int width, size_t stride) {
+    for (int m = 0; m < width; m++)
+        for (int i = 0; i < n; i++) dst[(size_t)m * C + i] = src[i * stride + m];
+}
+
+// Per-(batch, head) working set of one chunk of n ≤ C rows: the chunk-local cumulative log-gates,
+// the exponentials built from them and the chunk's small matrices. The chunk's q, k, v, do rows are
+// read in place.
 typedef struct {
-    float *q, *k, *v, *dout;   // (C,K) (C,K) (C,V) (C,V)
-    float *G;                  // (C,K) inclusive cumsum of a within the chunk (≤ 0, decreasing)
-    float *q_decay;            // (C,K) scale q_i ⊙ e^{G_i}            (reads the entering state)
-    float *k_decay;            // (C,K) k_j ⊙ e^{G_L − G_j}            (writes the leaving state)
-    float *P;                  // (n,n) P_ij = scale Σ_c q_ic k_jc e^{G_ic − G_jc} for j ≤ i
+    float *G;         // (C,K) inclusive cumsum of a within the chunk (≤ 0, decreasing)
+    float *eG;        // (C,K) e^{G_i}; its last row e^{G_L} decays the whole state across the chunk
+    float *eGL;       // (C,K) e^{G_L − G_i}
+    float *q_decay;   // (C,K) scale q_i ⊙ e^{G_i}      (reads the entering state)
+    float *k_decay;   // (C,K) k_j ⊙ e^{G_L − G_j}      (writes the leaving state)
+    float *kw;        // (K)   k_j ⊙ e^{G_i − G_j} for the pair (i, j) being scored
+    float *P;         // (C,C) P_ij = scale Σ_c q_ic k_jc e^{G_ic − G_jc} for j ≤ i, 0 above the diagonal
+    float *dP;        // (C,C) backward: scale do_i·v_j (all i, j; only j ≤ i is used)
+    float *vT, *doT;  // (V,C) backward: v and do of the chunk, transposed
+    float *sq, *sk;   // (K,C) backward: S do_i and dS v_i, one column per row i
 } ChunkScratch;
 
-static void chunk_scratch_alloc(ChunkScratch* s, int C, int K, int V) {
-    s->q = (float*)malloc_check((size_t)C * K * sizeof(float));
-    s->k = (float*)malloc_check((size_t)C * K * sizeof(float));
-    s->v = (float*)malloc_check((size_t)C * V * sizeof(float));
-    s->dout = (float*)malloc_check((size_t)C * V * sizeof(float));
-    s->G = (float*)malloc_check((size_t)C * K * sizeof(float));
-    s->q_decay = (float*)malloc_check((size_t)C * K * sizeof(float));
-    s->k_decay = (float*)malloc_check((size_t)C * K * sizeof(float));
-    s->P = (float*)malloc_check((size_t)C * C * sizeof(float));
+static void chunk_scratch_alloc(ChunkScratch* s, int C, int K, int V, int backward) {
+    size_t CK = (size_t)C * K, CC = (size_t)C * C, CV = (size_t)C * V;
+    size_t n = 5 * CK + K + CC + (backward ? CC + 2 * CV + 2 * CK : 0);
+    s->G = (float*)malloc_check(n * sizeof(float));   // one block for all
+    s->eG = s->G + CK;
+    s->eGL = s->eG + CK;
+    s->q_decay = s->eGL + CK;
+    s->k_decay = s->q_decay + CK;
+    s->kw = s->k_decay + CK;
+    s->P = s->kw + K;
+    s->dP = s->P + CC;
+    s->vT = s->dP + CC;
+    s->doT = s->vT + CV;
+    s->sq = s->doT + CV;
+    s->sk = s->sq + CK;
 }
-static void chunk_scratch_free(ChunkScratch* s) {
-    free(s->q); free(s->k); free(s->v); free(s->dout); free(s->G); free(s->q_decay); free(s->k_decay);
-    free(s->P);
-}
+static void chunk_scratch_free(ChunkScratch* s) { free(s->G); }
 
 // Gathers rows t0..t0+n of one head (rows `stride` floats apart) into dst (n, width).
 static void gather_rows(float* dst, const float* src, int n, int width, size_t stride) {
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * width, src + i * stride, width * sizeof(float));
 }
 
-// Loads one chunk (n rows) and computes G, q_decay, k_decay and the intra-chunk matrix P.
-static void chunk_prepare(ChunkScratch* s, const float* q, const float* k, const float* v, const float* a, int n,
-                          int K, int V, size_t sk, size_t sv, float scale) {
-    gather_rows(s->q, q, n, K, sk);
-    gather_rows(s->k, k, n, K, sk);
-    gather_rows(s->v, v, n, V, sv);
-    for (int c = 0; c < K; c++) s->G[c] = a[c];
+// Computes G, e^G, e^{G_L − G}, q_decay and k_decay of one chunk of n rows; q, k, a (n,K) with
+// rows sk floats apart.
+static void chunk_prepare(ChunkScratch* s, const float* q, const float* k, const float* a, int n, int K, size_t sk,
+                          float scale) {
+    float *G = s->G, *eG = s->eG, *eGL = s->eGL, *qd = s->q_decay, *kd = s->k_decay;
+    for (int c = 0; c < K; c++) G[c] = a[c];
     for (int i = 1; i < n; i++)
-        for (int c = 0; c < K; c++) s->G[i * K + c] = s->G[(i - 1) * K + c] + a[i * sk + c];
-    const float* GL = s->G + (size_t)(n - 1) * K;
-    for (int i = 0; i < n; i++)
-        for (int c = 0; c < K; c++) {
-            s->q_decay[i * K + c] = scale * s->q[i * K + c] * exp_fast(s->G[i * K + c]);
-            s->k_decay[i * K + c] = s->k[i * K + c] * exp_fast(GL[c] - s->G[i * K + c]);
-        }
+        for (int c = 0; c < K; c++) G[i * K + c] = G[(i - 1) * K + c] + a[i * sk + c];
+    const float* GL = G + (size_t)(n - 1) * K;
     for (int i = 0; i < n; i++) {
-        const float *Gi = s->G + (size_t)i * K, *qi = s->q + (size_t)i * K;
-        for (int j = 0; j <= i; j++) {
-            const float *Gj = s->G + (size_t)j * K, *kj = s->k + (size_t)j * K;
-            float p = 0.0f;
-            for (int c = 0; c < K; c++) p += qi[c] * kj[c] * exp_fast(Gi[c] - Gj[c]);
-            s->P[i * n + j] = scale * p;
+        size_t r = (size_t)i * K;
+        const float *qi = q + i * sk, *ki = k + i * sk;
+        for (int c = 0; c < K; c++) {   // (two loops: one would need too many aliasing checks to vectorise)
+            eG[r + c] = exp_fast(G[r + c]);
+            qd[r + c] = scale * qi[c] * eG[r + c];
+        }
+        for (int c = 0; c < K; c++) {
+            eGL[r + c] = exp_fast(GL[c] - G[r + c]);
+            kd[r + c] = ki[c] * eGL[r + c];
         }
     }
 }
 
+// P (n,n) of one chunk (row stride C): P_ij = scale Σ_c q_ic k_jc e^{G_ic − G_jc} for j ≤ i, 0 above
+// the diagonal; q, k (n,K) with rows sk floats apart
+static void chunk_scores(ChunkScratch* s, const float* q, const float* k, int n, int C, int K, size_t sk,
+                         float scale) {
+    for (int i = 0; i < n; i++) {
+        const float *Gi = s->G + (size_t)i * K, *qi = q + i * sk;
+        for (int j = 0; j <= i; j++) {
+            const float *Gj = s->G + (size_t)j * K, *kj = k + j * sk;
+            for (int c = 0; c < K; c++) s->kw[c] = kj[c] * exp_fast(Gi[c] - Gj[c]);
+            s->P[i * C + j] = scale * dot_lanes(qi, s->kw, K);
+        }
+        for (int j = i + 1; j < n; j++) s->P[i * C + j] = 0.0f;
+    }
+}
+
 // o (B,T,H,V); states (B,H,NC,K,V) = the state entering each of the NC = ceil(T/C) chunks (kept for
-// the backward); q, k, a (B,T,H,K); v (B,T,H,V)
+// the backward; each chunk writes the next one's); q, k, a (B,T,H,K); v (B,T,H,V)
 void gla_chunk_forward(float* o, float* states, const float* q, const float* k, const float* v, const float* a,
                        int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
-    size_t sk = (size_t)H * K, sv = (size_t)H * V;   // time strides
+    size_t sk = (size_t)H * K, sv = (size_t)H * V, KV = (size_t)K * V;   // time strides, state size
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             ChunkScratch s;
-            chunk_scratch_alloc(&s, C, K, V);
-            float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
+            chunk_scratch_alloc(&s, C, K, V, 0);
+            float* Sbh = states + ((size_t)b * H + h) * NC * KV;
+            memset(Sbh, 0, KV * sizeof(float));
             for (int ch = 0; ch < NC; ch++) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
                 size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
-                memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
-                chunk_prepare(&s, q + base_k, k + base_k, v + base_v, a + base_k, n, K, V, sk, sv, scale);
-                // o_i = (scale q_i ⊙ e^{G_i})ᵀ S + Σ_{j≤i} P_ij v_j
-                for (int i = 0; i < n; i++) {
-                    float* oi = o + base_v + i * sv;
-                    for (int j = 0; j < V; j++) oi[j] = 0.0f;
-                    for (int c = 0; c < K; c++) {
-                        float x = s.q_decay[i * K + c];
-                        const float* Sc = S + (size_t)c * V;
-                        for (int j = 0; j < V; j++) oi[j] += x * Sc[j];
-                    }
-                    for (int jr = 0; jr <= i; jr++) {
-                        float p = s.P[i * n + jr];
-                        const float* vj = s.v + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) oi[j] += p * vj[j];
-                    }
-                }
-                // S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
-                const float* GL = s.G + (size_t)(n - 1) * K;
-                for (int c = 0; c < K; c++) {
-                    float* Sc = S + (size_t)c * V;
-                    float decay = exp_fast(GL[c]);
-                    for (int j = 0; j < V; j++) Sc[j] *= decay;
-                    for (int jr = 0; jr < n; jr++) {
-                        float x = s.k_decay[jr * K + c];
-                        const float* vj = s.v + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) Sc[j] += x * vj[j];
-                    }
-                }
+                const float *S = Sbh + ch * KV, *vc = v + base_v;
+                chunk_prepare(&s, q + base_k, k + base_k, a + base_k, n, K, sk, scale);
+                chunk_scores(&s, q + base_k, k + base_k, n, C, K, sk, scale);
+                // o = (scale q ⊙ e^G) S + P v
+                chunk_matmul(o + base_v, sv, s.q_decay, K, 1, S, V, n, V, K, 0);
+                chunk_matmul(o + base_v, sv, s.P, C, 1, vc, sv, n, V, n, 1);
+                // the next chunk's S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
+                if (ch + 1 == NC) break;
+                float* Snext = Sbh + (ch + 1) * KV;
+                const float* decay = s.eG + (size_t)(n - 1) * K;
+                for (int c = 0; c < K; c++)
+                    for (int j = 0; j < V; j++) Snext[c * V + j] = decay[c] * S[c * V + j];
+                chunk_matmul(Snext, V, s.k_decay, 1, K, vc, sv, K, V, n, 1);
             }
             chunk_scratch_free(&s);
-            free(S);
         }
 }
 
@@ -959,69 +1027,56 @@ void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float*
                         const float* q, const float* k, const float* v, const float* a, int B, int T, int H, int K,
                         int V, int C, float scale) {
     int NC = (T + C - 1) / C;
-    size_t sk = (size_t)H * K, sv = (size_t)H * V;
+    size_t sk = (size_t)H * K, sv = (size_t)H * V, KV = (size_t)K * V;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             ChunkScratch s;
-            chunk_scratch_alloc(&s, C, K, V);
-            float* dS = (float*)calloc_check((size_t)K * V, sizeof(float));
+            chunk_scratch_alloc(&s, C, K, V, 1);
+            float* dS = (float*)calloc_check(KV, sizeof(float));
             for (int ch = NC - 1; ch >= 0; ch--) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
                 size_t base_k = ((size_t)b * T + t0) * sk + h * K, base_v = ((size_t)b * T + t0) * sv + h * V;
-                const float* S = states + (((size_t)b * H + h) * NC + ch) * K * V;
-                chunk_prepare(&s, q + base_k, k + base_k, v + base_v, a + base_k, n, K, V, sk, sv, scale);
-                gather_rows(s.dout, dout + base_v, n, V, sv);
-                const float* GL = s.G + (size_t)(n - 1) * K;
-                // terms through the entering state S and the leaving state's gradient dS
-                for (int i = 0; i < n; i++) {
-                    const float *doi = s.dout + (size_t)i * V, *vi = s.v + (size_t)i * V;
-                    float *dqi = dq + base_k + i * sk, *dki = dk + base_k + i * sk, *dvi = dv + base_v + i * sv;
+                const float* S = states + (((size_t)b * H + h) * NC + ch) * KV;
+                const float *qc = q + base_k, *kc = k + base_k, *vc = v + base_v, *doc = dout + base_v;
+                float *dqc = dq + base_k, *dkc = dk + base_k, *dvc = dv + base_v;
+                chunk_prepare(&s, qc, kc, a + base_k, n, K, sk, scale);
+                transpose_rows(s.vT, C, vc, n, V, sv);
+                transpose_rows(s.doT, C, doc, n, V, sv);
+                // terms through the entering state S and the leaving state's gradient dS:
+                // dq_i = scale e^{G_i} ⊙ (S do_i), dk_i = e^{G_L − G_i} ⊙ (dS v_i), dv = (k ⊙ e^{G_L − G}) dS
+                chunk_matmul(s.sq, C, S, V, 1, s.doT, C, K, n, V, 0);
+                chunk_matmul(s.sk, C, dS, V, 1, s.vT, C, K, n, V, 0);
+                for (int i = 0; i < n; i++)
                     for (int c = 0; c < K; c++) {
-                        const float *Sc = S + (size_t)c * V, *dSc = dS + (size_t)c * V;
-                        float sdo = 0.0f, dsv = 0.0f;
-                        for (int j = 0; j < V; j++) { sdo += Sc[j] * doi[j]; dsv += dSc[j] * vi[j]; }
-                        dqi[c] = scale * exp_fast(s.G[i * K + c]) * sdo;
-                        dki[c] = exp_fast(GL[c] - s.G[i * K + c]) * dsv;
+                        dqc[i * sk + c] = scale * s.eG[i * K + c] * s.sq[c * C + i];
+                        dkc[i * sk + c] = s.eGL[i * K + c] * s.sk[c * C + i];
                     }
-                    for (int j = 0; j < V; j++) dvi[j] = 0.0f;
-                    for (int c = 0; c < K; c++) {
-                        float x = s.k_decay[i * K + c];
-                        const float* dSc = dS + (size_t)c * V;
-                        for (int j = 0; j < V; j++) dvi[j] += x * dSc[j];
-                    }
-                }
-                // intra-chunk pairs j ≤ i: one vector of exponentials serves dq_i and dk_j
+                chunk_matmul(dvc, sv, s.k_decay, K, 1, dS, V, n, V, K, 0);
+                // intra-chunk pairs j ≤ i: one vector of exponentials serves P_ij, dq_i and dk_j
+                chunk_matmul(s.dP, C, doc, sv, 1, s.vT, C, n, n, V, 0);
                 for (int i = 0; i < n; i++) {
-                    const float *Gi = s.G + (size_t)i * K, *qi = s.q + (size_t)i * K, *doi = s.dout + (size_t)i * V;
-                    float* dqi = dq + base_k + i * sk;
-                    for (int jr = 0; jr <= i; jr++) {
-                        const float *Gj = s.G + (size_t)jr * K, *kj = s.k + (size_t)jr * K, *vj = s.v + (size_t)jr * V;
-                        float* dkj = dk + base_k + jr * sk;
-                        float dp = 0.0f;
-                        for (int j = 0; j < V; j++) dp += doi[j] * vj[j];
-                        dp *= scale;
+                    const float *Gi = s.G + (size_t)i * K, *qi = qc + i * sk;
+                    float* dqi = dqc + i * sk;
+                    for (int j = 0; j <= i; j++) {
+                        const float *Gj = s.G + (size_t)j * K, *kj = kc + j * sk;
+                        float *dkj = dkc + j * sk, dp = scale * s.dP[i * C + j];
                         for (int c = 0; c < K; c++) {
                             float w = exp_fast(Gi[c] - Gj[c]);
-                            dqi[c] += dp * kj[c] * w;
+                            s.kw[c] = kj[c] * w;
+                            dqi[c] += dp * s.kw[c];
                             dkj[c] += dp * qi[c] * w;
                         }
-                        float p = s.P[i * n + jr];
-                        float* dvj = dv + base_v + jr * sv;
-                        for (int j = 0; j < V; j++) dvj[j] += p * doi[j];
+                        s.P[i * C + j] = scale * dot_lanes(qi, s.kw, K);
                     }
+                    for (int j = i + 1; j < n; j++) s.P[i * C + j] = 0.0f;
                 }
+                chunk_matmul(dvc, sv, s.P, 1, C, doc, sv, n, V, n, 1);   // dv_j += Σ_i P_ij do_i
                 // dS for the previous chunk
-                for (int c = 0; c < K; c++) {
-                    float* dSc = dS + (size_t)c * V;
-                    float decay = exp_fast(GL[c]);
-                    for (int j = 0; j < V; j++) dSc[j] *= decay;
-                    for (int i = 0; i < n; i++) {
-                        float x = s.q_decay[i * K + c];
-                        const float* doi = s.dout + (size_t)i * V;
-                        for (int j = 0; j < V; j++) dSc[j] += x * doi[j];
-                    }
-                }
+                const float* decay = s.eG + (size_t)(n - 1) * K;
+                for (int c = 0; c < K; c++)
+                    for (int j = 0; j < V; j++) dS[c * V + j] *= decay[c];
+                chunk_matmul(dS, V, s.q_decay, 1, K, doc, sv, K, V, n, 1);
             }
             chunk_scratch_free(&s);
             free(dS);
