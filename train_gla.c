@@ -667,21 +667,28 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 // (the backward of a rotation is the rotation by −φ).
 void rope_rotate(float* x, int B, int T, int NH, int D, int pos0, float theta, int sign) {
     int half = D / 2;
-    // the angles depend on (t, i) only: computed once per position for all B rows (pow, cos and sin
-    // are libm calls, and were taken B times over); each thread owns whole positions
+    // the angles depend on (t, i) only: a table of cos and sin (T,half) each, computed once (pow, cos
+    // and sin are libm calls), then every row (b,t,h) rotated along its contiguous D floats
+    float* cs = (float*)malloc_check((size_t)2 * T * half * sizeof(float));
+    float* sn = cs + (size_t)T * half;
     #pragma omp parallel for
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
             double phi = (pos0 + t) * pow(theta, -2.0 * i / D);
-            float c = (float)cos(phi), s = sign * (float)sin(phi);
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < NH; h++) {
-                    float* v = x + (((size_t)b * T + t) * NH + h) * D;
-                    float x1 = v[i], x2 = v[i + half];
-                    v[i] = x1 * c - x2 * s;
-                    v[i + half] = x2 * c + x1 * s;
-                }
+            cs[(size_t)t * half + i] = (float)cos(phi);
+            sn[(size_t)t * half + i] = sign * (float)sin(phi);
         }
+    #pragma omp parallel for
+    for (size_t r = 0; r < (size_t)B * T * NH; r++) {
+        float* v = x + r * D;
+        const float *c = cs + (r / NH % T) * half, *s = sn + (r / NH % T) * half;
+        for (int i = 0; i < half; i++) {
+            float x1 = v[i], x2 = v[i + half];
+            v[i] = x1 * c[i] - x2 * s[i];
+            v[i + half] = x2 * c[i] + x1 * s[i];
+        }
+    }
+    free(cs);
 }
 void rope_forward(float* x, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(x, B, T, NH, D, pos0, theta, +1); }
 void rope_backward(float* dx, int B, int T, int NH, int D, int pos0, float theta) { rope_rotate(dx, B, T, NH, D, pos0, theta, -1); }
