@@ -534,10 +534,12 @@ def cpu_name():
     return "?"
 
 
-def worker(mode, args, extra=(), timeout=900, malloc="tuned", python=None, compile=False):
+def worker(mode, args, extra=(), timeout=900, malloc="tuned", python=None, compile=False, env_extra=None):
     cmd = [python or args.pythons[0], os.path.abspath(__file__), "--worker", mode, "--threads", str(args.threads),
            "--tokens", str(args.tokens)] + (["--compile"] if compile else []) + list(extra)
-    rc, out, err, rss = run_with_rusage(cmd, torch_env(args, malloc), timeout)
+    env = torch_env(args, malloc)
+    env.update(env_extra or {})
+    rc, out, err, rss = run_with_rusage(cmd, env, timeout)
     if rc != 0:
         sys.exit(f"torch worker '{mode}' failed (exit {rc}):\n{out[-3000:]}\n{err[-3000:]}")
     js = [line[5:] for line in out.splitlines() if line.startswith("JSON ")]
@@ -728,6 +730,17 @@ def main():
         sys.exit("torch is not running on OpenBLAS: apt-get install -y libopenblas0-openmp")
     if info["mm1024"] < 50:
         print("WARNING: torch sgemm below 50 GFLOP/s: the comparison would flatter the C code")
+    # the arithmetic-rate goal is held against the fastest sgemm at hand: where the environment pins
+    # OpenBLAS to other kernels (e.g. OPENBLAS_CORETYPE=Haswell) on an AVX-512 CPU, time its AVX-512
+    # kernels too and use the faster
+    sgemm = dict(gf=info["mm1024"], what=f"OpenBLAS {info['core'] or '-'} kernels")
+    if info["core"] and cpu_has("avx512f") and env.get("OPENBLAS_CORETYPE") != "SkylakeX" and not args.system_blas:
+        (info512, _, _), other512 = run_clean(
+            args, lambda: worker("blas", args, env_extra={"OPENBLAS_CORETYPE": "SkylakeX"}), "torch BLAS timing (AVX-512)")
+        print(f"torch sgemm with OPENBLAS_CORETYPE=SkylakeX (core {info512['core']}): {info512['mm1024']:.1f} GFLOP/s"
+              + (f"  (WARNING: other processes used {100 * other512:.0f}% CPU meanwhile)" if other512 > 0.05 else ""))
+        if info512["mm1024"] > sgemm["gf"]:
+            sgemm = dict(gf=info512["mm1024"], what=f"OpenBLAS {info512['core']} kernels")
     for py in dict.fromkeys(args.pythons[1:]):  # each other interpreter once
         if py == args.pythons[0]:
             continue
@@ -799,13 +812,13 @@ def main():
           f" {steps - 2}")
     # the C trainer's arithmetic rate (train_gla's own FLOPs-per-token estimate, model.h) beside the
     # sgemm rate of OpenBLAS measured in this run (torch.mm 1024^3 of the first interpreter)
-    print(f"\nC trainer GFLOP/s (model.h's FLOPs per token x tok/s, median step) vs OpenBLAS sgemm"
-          f" {info['mm1024']:.1f} GFLOP/s (torch.mm 1024^3, this run):\n")
+    print(f"\nC trainer GFLOP/s (model.h's FLOPs per token x tok/s, median step) vs the fastest sgemm of this run:"
+          f" {sgemm['gf']:.1f} GFLOP/s (torch.mm 1024^3, {sgemm['what']}):\n")
     print(fmt_row(["T", "FLOPs/token", "C GFLOP/s", "% of sgemm"]))
     print(fmt_row(["---:"] * 4))
     for r in rows:
         print(fmt_row([str(r["T"]), f"{r['flops_tok']:.3g}", f"{r['c_gf']:.1f}",
-                       f"{100 * r['c_gf'] / info['mm1024']:.0f}%"]))
+                       f"{100 * r['c_gf'] / sgemm['gf']:.0f}%"]))
     for label, _, _, malloc in variants:
         title = {"tuned": "glibc malloc keeping freed memory (GLIBC_TUNABLES above)",
                  "default": "glibc's default malloc"}[malloc]
