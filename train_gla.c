@@ -48,7 +48,7 @@
  * Around it, per thread:
  *
  *   jc : the thread's columns of C, in chunks of <= MM_NC
- *   pc : K in blocks of <= MM_KC
+ *   pc : K in blocks of <= MM_KC (up to MM_KC*MM_NC/Nc when C is narrow)
  *        -> B(pc block, jc chunk) is packed into strips of NR columns, each
  *           k-major (strip[k*NR + j]) and zero-padded on the right; the
  *           packed chunk (kc x nc floats, <= 512 KiB) stays in L2 while all
@@ -77,12 +77,12 @@
  * keeps small GEMMs cheap and degrades gracefully when cores are shared.
  *
  * Determinism.  Each element of C is summed in a fixed order (k ascending
- * within a K block, K blocks ascending, block size a function of K only);
+ * within a K block, K blocks ascending, block size a function of the shape);
  * which kernel handles a column depends only on Nc.  So results are
  * bitwise identical for any OMP_NUM_THREADS and for builds without OpenMP.
  *
- * Scratch memory.  Each thread needs MM_KC*MM_NC + MM_MR*MM_KC floats
- * (~0.5 MiB).  It is malloc'ed on the first call (re-allocated only if the
+ * Scratch memory.  Each thread needs MM_KC*MM_NC + MM_MR*MM_KC*MM_NC/MM_NR
+ * floats (~0.5 MiB).  It is malloc'ed on the first call (re-allocated only if the
  * thread count grows) and freed at exit: nothing is allocated per call.
  * Consequently these functions are not re-entrant: do not call them from
  * several threads at the same time.
@@ -322,7 +322,7 @@ static void mm_scratch_release(void) {
     mm_scratch_size = 0;
 }
 
-#define MM_THREAD_SCRATCH (MM_KC * MM_NCS * MM_NR + MM_MR * MM_KC + 32)
+#define MM_THREAD_SCRATCH (MM_KC * MM_NCS * MM_NR + MM_MR * MM_KC * MM_NCS + 32)
 
 static float* mm_scratch(int nthreads) {
     size_t need = (size_t)nthreads * MM_THREAD_SCRATCH + 16;
@@ -369,11 +369,15 @@ static void mm_block(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdif
                      const float* B, ptrdiff_t rsb, ptrdiff_t csb, float* C, ptrdiff_t ldc,
                      int accumulate, int p0, int p1, int c0, int c1, float* scratch) {
     float* bpack = scratch;                                    /* KC x NC */
-    float* apanel = scratch + MM_KC * MM_NCS * MM_NR;          /* MR x KC */
+    float* apanel = scratch + MM_KC * MM_NCS * MM_NR;          /* MR x kc */
     float tile[MM_MR * MM_NR];
-    /* K blocks of equal size <= MM_KC (depends only on K: determinism) */
-    const int kcb = MM_CEIL_DIV(K, MM_CEIL_DIV(K, MM_KC));
+    /* K blocks of equal size <= kmax, which depends only on the shape (determinism): MM_KC, or
+     * more when C is narrow and A row-major, so that the packed B block stays MM_KC x MM_NC floats
+     * and C is loaded and stored fewer times (a column-major A panel is kmax cache lines: MM_KC) */
     const int a_rowmajor = (csa == 1);
+    const int nslots = MM_CEIL_DIV(Nc, MM_NR);
+    const int kmax = MM_KC * (a_rowmajor && nslots < MM_NCS ? MM_NCS / nslots : 1);
+    const int kcb = MM_CEIL_DIV(K, MM_CEIL_DIV(K, kmax));
     /* B with contiguous rows and little reuse (few row panels, e.g. dweight with small OC) is
      * read in place instead of being packed: packing would cost about as much as using it. */
     const int direct_b = (csb == 1) && (p1 - p0) <= MM_DIRECT_B_PANELS;
