@@ -549,7 +549,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias,
 
 // x (n) = 0, by all threads (the gradient buffers are megabytes: a serial memset left the other
 // threads waiting)
-void zero_floats(float* x, size_t n) {
+static void zero_floats(float* x, size_t n) {
     const size_t chunk = 16384;
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i += chunk) memset(x + i, 0, (n - i < chunk ? n - i : chunk) * sizeof(float));
