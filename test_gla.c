@@ -28,7 +28,8 @@
  *   AdamW losses, final parameters     1e-4   ten steps whose updates mhat/sqrt(vhat) amplify the
  *                                              rounding of the smallest gradient entries
  *   finite differences                 1e-2   Richardson-extrapolated central differences in fp32
- *                                              (step 1e-2): O(h⁴) + O(ε/h) on curved deep losses
+ *                                              (step 1e-2 per layer, 3e-3 along the gradient of
+ *                                              whole models): O(h⁴) + O(ε/h) on curved deep losses
  *   da under very strong decay         1e-5   relative to the size of the terms whose difference
  *                                              gives da (see gla_gate_grad): cancellation, not a bug
  *   recurrent vs chunkwise (both fp32) 1e-5   the same sums in another order
