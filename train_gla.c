@@ -1600,6 +1600,96 @@ void delta_recurrent_backward(float* dq, float* dk, float* dv, float* dbeta, flo
         }
 }
 
+// Σ_l a_l over 16 lanes, added pairwise in a fixed order (as dot_lanes combines its partial sums)
+static inline float delta_lanes_sum(const float* a) {
+    float s[8];
+    for (int l = 0; l < 8; l++) s[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) s[l] += s[l + 4];
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+// The chunk backward's recompute of one step of the recurrence for one head, one pass over the
+// state: S_new (K,V) = α S_old + β k uᵀ (u (V) = u_t, already computed), and w (V) = S_newᵀ k_next,
+// the next step's Sᵀk (its prediction error is v − α w), summed over the rows while they are hot.
+static void delta_state_step(float* restrict S_new, float* restrict w, const float* restrict S_old,
+                             const float* restrict k, const float* restrict k_next, const float* restrict u,
+                             float beta, float alpha, int K, int V) {
+    for (int j = 0; j < V; j++) w[j] = 0.0f;
+    for (int c = 0; c < K; c++) {
+        const float* Pc = S_old + (size_t)c * V;
+        float* Sc = S_new + (size_t)c * V;
+        float bk = beta * k[c], kn = k_next[c];
+        for (int j = 0; j < V; j++) {
+            float s = alpha * Pc[j] + bk * u[j];
+            Sc[j] = s;
+            w[j] += kn * s;
+        }
+    }
+}
+
+// delta_backward_step fused into one pass over D and S_prev, for the chunk backward. The step reads
+// D_full = D + scale q doᵀ; its pieces are rearranged so that nothing else needs a pass of its own:
+//     r = D_fullᵀ k = rk + scale (q·k) do         rk (V) = Dᵀk, summed by the previous step's pass
+//     dβ = u·r;   du = dv = β r
+//     dq_c = scale S_t[c]·do = scale (α S_prev[c]·do + β k_c (u·do))     (S_t = α S_prev + β k uᵀ)
+//     dk_c = β D_full[c]·u − α S_prev[c]·du
+//     D' = D_full − k duᵀ;   dg = α Σ S_prev ⊙ D';   D = α D'
+// and rk = Dᵀk_prev for the step before (k_prev (K) = its k; NULL at t = 0, where rk is not needed).
+// The sums along a row of V run in 16 lanes (delta_lanes_sum), the leftover columns in order.
+// D (K,V) dL/dS_t in, dL/dS_{t−1} out; rk (V) in and out; dq, dk (K), dv (V) overwritten; tmp (2V)
+// scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg is NULL.
+static float delta_backward_fused(float* restrict D, float* restrict rk, float* restrict dq, float* restrict dk,
+                                  float* restrict dv, float* dg, float* restrict tmp, const float* restrict dout,
+                                  const float* restrict q, const float* restrict k, const float* k_prev,
+                                  const float* restrict u, const float* restrict S_prev, float beta, float alpha,
+                                  int K, int V, float scale) {
+    float qk = scale * dot_lanes(q, k, K);
+    for (int j = 0; j < V; j++) dv[j] = rk[j] + qk * dout[j];
+    float dbeta = dot_lanes(u, dv, V), ud = dot_lanes(u, dout, V);
+    float *bu = tmp, *adu = tmp + V;   // β u and α du
+    for (int j = 0; j < V; j++) {
+        dv[j] *= beta;
+        bu[j] = beta * u[j];
+        adu[j] = alpha * dv[j];
+        rk[j] = 0.0f;
+    }
+    float gate[16] = {0.0f}, gate_rest = 0.0f;
+    int V16 = V - V % 16;
+    for (int c = 0; c < K; c++) {
+        float* Dc = D + (size_t)c * V;
+        const float* Pc = S_prev + (size_t)c * V;
+        float qc = scale * q[c], kc = k[c], kp = k_prev ? k_prev[c] : 0.0f;
+        float sdo[16] = {0.0f}, sk[16] = {0.0f};
+        for (int m = 0; m < V16; m += 16)
+            for (int l = 0; l < 16; l++) {
+                int j = m + l;
+                float d = Dc[j] + qc * dout[j];
+                sdo[l] += Pc[j] * dout[j];
+                sk[l] += d * bu[j] - Pc[j] * adu[j];
+                d -= kc * dv[j];
+                gate[l] += Pc[j] * d;
+                d *= alpha;
+                Dc[j] = d;
+                rk[j] += kp * d;
+            }
+        float pdo = delta_lanes_sum(sdo), dkc = delta_lanes_sum(sk);
+        for (int j = V16; j < V; j++) {
+            float d = Dc[j] + qc * dout[j];
+            pdo += Pc[j] * dout[j];
+            dkc += d * bu[j] - Pc[j] * adu[j];
+            d -= kc * dv[j];
+            gate_rest += Pc[j] * d;
+            d *= alpha;
+            Dc[j] = d;
+            rk[j] += kp * d;
+        }
+        dq[c] = scale * (alpha * pdo + beta * kc * ud);
+        dk[c] = dkc;
+    }
+    if (dg) *dg = alpha * (delta_lanes_sum(gate) + gate_rest);
+    return dbeta;
+}
+
 // The delta rule, chunkwise-parallel (training; LAYERS.md §6.3, the WY / UT form). For a chunk of
 // n ≤ C rows entered with state S, G = chunk-local inclusive cumsum of g (0 for DeltaNet),
 // Γ_ij = e^{G_i − G_j} for j ≤ i (a difference ≤ 0, never a factored e^{G_i} e^{−G_j}):
@@ -1687,42 +1777,60 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
         }
 }
 
-// Backward of delta_chunk_forward: the exact recurrent backward (delta_backward_step), a chunk at a
-// time from the last, carrying D = dL/dS across chunk boundaries. Each chunk's ≤ C per-step states are
-// first recomputed from its stored entering state into scratch, then swept in reverse. Memory is
-// (T/C + C)·K·V per head instead of T·K·V (LAYERS.md §6.4; inverting the recurrence instead would be
-// unstable: it divides by e^g, and I − βkkᵀ is singular at β‖k‖² = 1). The work is O(T K V), the
-// order of the forward pass.
+// Backward of delta_chunk_forward: the exact recurrent backward, a chunk at a time from the last,
+// carrying D = dL/dS (and rk = Dᵀk of the step to come) across chunk boundaries. Each chunk's
+// per-step states are first recomputed from its stored entering state into scratch (one pass per
+// step, delta_state_step), then swept in reverse (one pass per step, delta_backward_fused). Memory
+// is (T/C + C)·K·V per head instead of T·K·V (LAYERS.md §6.4; inverting the recurrence instead
+// would be unstable: it divides by e^g, and I − βkkᵀ is singular at β‖k‖² = 1). The work is
+// O(T K V), the order of the forward pass.
 // dq, dk (B,T,H,K), dv (B,T,H,V), dbeta (B,T,H) and dg (B,T,H, when g is given) overwritten.
 void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* dg, const float* dout,
                           const float* states, const float* q, const float* k, const float* v, const float* beta,
                           const float* g, int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
-    size_t KV = (size_t)K * V;
+    size_t KV = (size_t)K * V, sk = (size_t)H * K;   // sk: k's time stride
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float* S = (float*)malloc_check((C + 1) * KV * sizeof(float));   // S[i] = state before row i
-            float* u = (float*)malloc_check((size_t)C * V * sizeof(float));
-            float* D = (float*)calloc_check(KV, sizeof(float));
+            float* S = (float*)malloc_check((size_t)C * KV * sizeof(float));   // S + (i−1)KV: state before row i ≥ 1
+            float* u = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) prediction errors u_i
+            float* D = (float*)calloc_check(KV, sizeof(float));                 // (K,V) dL/dS
+            float* w = (float*)calloc_check(4 * (size_t)V, sizeof(float));      // (V) Sᵀk in the recompute
+            float* rk = w + V;                                                   // (V) Dᵀk, zero at t = T−1
+            float* alpha = (float*)malloc_check(C * sizeof(float));             // (C) e^{g_i}
             for (int ch = NC - 1; ch >= 0; ch--) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
-                memcpy(S, states + (((size_t)b * H + h) * NC + ch) * KV, KV * sizeof(float));
+                const float* S0 = states + (((size_t)b * H + h) * NC + ch) * KV;   // state entering the chunk
+                size_t r0 = ((size_t)b * T + t0) * H + h;                            // row 0's (b,t,h)
+                for (int i = 0; i < n; i++) alpha[i] = g ? exp_fast(g[r0 + (size_t)i * H]) : 1.0f;
+                // forward: u_i = v_i − α_i S_iᵀk_i, S_{i+1} = α_i S_i + β_i k_i u_iᵀ (the last not needed)
+                for (int j = 0; j < V; j++) w[j] = 0.0f;
+                for (int c = 0; c < K; c++)
+                    for (int j = 0; j < V; j++) w[j] += k[r0 * K + c] * S0[(size_t)c * V + j];
                 for (int i = 0; i < n; i++) {
-                    size_t r = ((size_t)b * T + t0 + i) * H + h;
-                    delta_head_update(S + (i + 1) * KV, u + (size_t)i * V, S + i * KV, k + r * K, v + r * V, beta[r],
-                                      g ? exp_fast(g[r]) : 1.0f, K, V);
+                    size_t r = r0 + (size_t)i * H;
+                    float* ui = u + (size_t)i * V;
+                    for (int j = 0; j < V; j++) ui[j] = v[r * V + j] - alpha[i] * w[j];
+                    if (i + 1 < n)
+                        delta_state_step(S + (size_t)i * KV, w, i ? S + (size_t)(i - 1) * KV : S0, k + r * K,
+                                         k + (r + H) * K, ui, beta[r], alpha[i], K, V);
                 }
+                // reverse sweep, D and rk carried in from the chunk after
                 for (int i = n - 1; i >= 0; i--) {
-                    size_t r = ((size_t)b * T + t0 + i) * H + h;
-                    dbeta[r] = delta_backward_step(D, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
-                                                   dout + r * V, q + r * K, k + r * K, u + (size_t)i * V, S + i * KV,
-                                                   S + (i + 1) * KV, beta[r], g ? exp_fast(g[r]) : 1.0f, K, V, scale);
+                    size_t r = r0 + (size_t)i * H;
+                    dbeta[r] = delta_backward_fused(D, rk, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
+                                                    w + 2 * V, dout + r * V, q + r * K, k + r * K,
+                                                    t0 + i > 0 ? k + r * K - sk : NULL, u + (size_t)i * V,
+                                                    i ? S + (size_t)(i - 1) * KV : S0, beta[r], alpha[i], K, V,
+                                                    scale);
                 }
             }
             free(S);
             free(u);
             free(D);
+            free(w);
+            free(alpha);
         }
 }
 
