@@ -1711,9 +1711,11 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
         for (int h = 0; h < H; h++) {
             float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
             float* qc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) the chunk's rows
-            float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K)
-            float* vn = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) V, then V_new
+            float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) k, then k_j e^{G_n − G_j}
+            float* vn = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) K S, then V_new
+            float* P = (float*)malloc_check((size_t)C * C * sizeof(float));     // (C,C) scale (Q Kᵀ) ⊙ Γ, lower
             float* G = (float*)malloc_check(C * sizeof(float));
+            float* eG = (float*)malloc_check(C * sizeof(float));                // (C) e^{G_i}
             float* bc = (float*)malloc_check(C * sizeof(float));
             for (int ch = 0; ch < NC; ch++) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
@@ -1722,58 +1724,47 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
                 memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
                 gather_rows(qc, q + rk, n, K, sk);
                 gather_rows(kc, k + rk, n, K, sk);
-                gather_rows(vn, v + rv, n, V, sv);
                 for (int i = 0; i < n; i++) {
                     bc[i] = beta[rg + (size_t)i * H];
                     G[i] = (i ? G[i - 1] : 0.0f) + (g ? g[rg + (size_t)i * H] : 0.0f);
+                    eG[i] = exp_fast(G[i]);
                 }
-                // right-hand side diag(β)(v_i − e^{G_i} Sᵀk_i) into vn, and the read of the entering
-                // state scale e^{G_i} Sᵀq_i into o
+                // the reads of the entering state: K S into vn, Q S into o; then the right-hand side
+                // diag(β)(V − diag(e^G) K S) into vn, and scale diag(e^G) Q S in o
+                chunk_matmul(vn, V, kc, K, 1, S, V, n, V, K, 0);
+                chunk_matmul(o + rv, sv, qc, K, 1, S, V, n, V, K, 0);
                 for (int i = 0; i < n; i++) {
-                    float eg = exp_fast(G[i]), *vi = vn + (size_t)i * V, *oi = o + rv + i * sv;
-                    for (int j = 0; j < V; j++) oi[j] = 0.0f;
-                    for (int c = 0; c < K; c++) {
-                        const float* Sc = S + (size_t)c * V;
-                        float kx = eg * kc[i * K + c], qx = scale * eg * qc[i * K + c];
-                        for (int j = 0; j < V; j++) { vi[j] -= kx * Sc[j]; oi[j] += qx * Sc[j]; }
+                    float *vi = vn + (size_t)i * V, *oi = o + rv + i * sv, sq = scale * eG[i];
+                    const float* vin = v + rv + i * sv;
+                    for (int j = 0; j < V; j++) {
+                        vi[j] = bc[i] * (vin[j] - eG[i] * vi[j]);
+                        oi[j] *= sq;
                     }
-                    for (int j = 0; j < V; j++) vi[j] *= bc[i];
                 }
                 // forward substitution: V_new_i = rhs_i − Σ_{j<i} M_ij V_new_j, M_ij = β_i (k_i·k_j) Γ_ij
                 for (int i = 1; i < n; i++) {
                     float* vi = vn + (size_t)i * V;
                     for (int jr = 0; jr < i; jr++) {
-                        float kk = 0.0f;
-                        for (int c = 0; c < K; c++) kk += kc[i * K + c] * kc[jr * K + c];
-                        float m = bc[i] * kk * exp_fast(G[i] - G[jr]);
+                        float m = bc[i] * dot_lanes(kc + i * K, kc + jr * K, K) * exp_fast(G[i] - G[jr]);
                         const float* vj = vn + (size_t)jr * V;
                         for (int j = 0; j < V; j++) vi[j] -= m * vj[j];
                     }
                 }
-                // o_i += scale Σ_{j≤i} (q_i·k_j) Γ_ij V_new_j
-                for (int i = 0; i < n; i++) {
-                    float* oi = o + rv + i * sv;
-                    for (int jr = 0; jr <= i; jr++) {
-                        float qk = 0.0f;
-                        for (int c = 0; c < K; c++) qk += qc[i * K + c] * kc[jr * K + c];
-                        float p = scale * qk * exp_fast(G[i] - G[jr]);
-                        const float* vj = vn + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) oi[j] += p * vj[j];
-                    }
-                }
+                // o_i += Σ_{j≤i} P_ij V_new_j, P_ij = scale (q_i·k_j) Γ_ij
+                for (int i = 0; i < n; i++)
+                    for (int jr = 0; jr < n; jr++)
+                        P[i * C + jr] = jr <= i ? scale * dot_lanes(qc + i * K, kc + jr * K, K) * exp_fast(G[i] - G[jr])
+                                                : 0.0f;
+                chunk_matmul(o + rv, sv, P, C, 1, vn, V, n, V, n, 1);
                 // S = e^{G_n} S + Σ_j (k_j e^{G_n − G_j}) V_new_jᵀ
-                float decay = exp_fast(G[n - 1]);
-                for (int c = 0; c < K; c++) {
-                    float* Sc = S + (size_t)c * V;
-                    for (int j = 0; j < V; j++) Sc[j] *= decay;
-                    for (int jr = 0; jr < n; jr++) {
-                        float x = kc[jr * K + c] * exp_fast(G[n - 1] - G[jr]);
-                        const float* vj = vn + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) Sc[j] += x * vj[j];
-                    }
+                for (int jr = 0; jr < n; jr++) {
+                    float x = exp_fast(G[n - 1] - G[jr]);
+                    for (int c = 0; c < K; c++) kc[jr * K + c] *= x;
                 }
+                for (size_t e = 0; e < (size_t)K * V; e++) S[e] *= eG[n - 1];
+                chunk_matmul(S, V, kc, 1, K, vn, V, K, V, n, 1);
             }
-            free(S); free(qc); free(kc); free(vn); free(G); free(bc);
+            free(S); free(qc); free(kc); free(vn); free(P); free(G); free(eG); free(bc);
         }
 }
 
