@@ -1627,6 +1627,89 @@ static void delta_state_step(float* restrict S_new, float* restrict w, const flo
     }
 }
 
+// The pass of delta_backward_fused (its notation) over columns j0..j0+W of every row: D updated,
+// rk = Dᵀk_prev summed, the row sums S_prev[c]·do added to sdo[c] and dk_c to dk[c], and, when gated,
+// Σ S_prev ⊙ D' into gate (16 lanes) and gate_rest (the leftover columns); gated = 0 (DeltaNet:
+// α = 1, no dg) drops those two operations per element. The sums along a row run in 16 lanes, the
+// leftover columns in order after them. Called with W a constant (64, 32 or 16), the strip's do, βu,
+// du, αdu and rk stay in registers across all K rows.
+static inline void delta_backward_strip(float* restrict D, float* restrict rk, float* restrict sdo, float* restrict dk,
+                                        float* restrict gate, float* gate_rest, const float* restrict dout,
+                                        const float* restrict dv, const float* restrict bu,
+                                        const float* restrict adu, const float* restrict q, const float* restrict k,
+                                        const float* k_prev, const float* restrict S_prev, float alpha, int K, int V,
+                                        int j0, int W, float scale, int gated) {
+    int W16 = W - W % 16;
+    for (int c = 0; c < K; c++) {
+        float* Dc = D + (size_t)c * V + j0;
+        const float* Pc = S_prev + (size_t)c * V + j0;
+        const float *o = dout + j0, *dvs = dv + j0, *bus = bu + j0, *adus = adu + j0;
+        float* rks = rk + j0;
+        float qc = scale * q[c], kc = k[c], kp = k_prev ? k_prev[c] : 0.0f;
+        float ao[16] = {0.0f}, ak[16] = {0.0f};
+        for (int m = 0; m < W16; m += 16)
+            for (int l = 0; l < 16; l++) {
+                int j = m + l;
+                float d = Dc[j] + qc * o[j];
+                ao[l] += Pc[j] * o[j];
+                ak[l] += d * bus[j] - Pc[j] * adus[j];
+                d -= kc * dvs[j];
+                if (gated) {
+                    gate[l] += Pc[j] * d;
+                    d *= alpha;
+                }
+                Dc[j] = d;
+                rks[j] += kp * d;
+            }
+        float so = delta_lanes_sum(ao), sk = delta_lanes_sum(ak);
+        for (int j = W16; j < W; j++) {
+            float d = Dc[j] + qc * o[j];
+            so += Pc[j] * o[j];
+            sk += d * bus[j] - Pc[j] * adus[j];
+            d -= kc * dvs[j];
+            if (gated) {
+                *gate_rest += Pc[j] * d;
+                d *= alpha;
+            }
+            Dc[j] = d;
+            rks[j] += kp * d;
+        }
+        sdo[c] += so;
+        dk[c] += sk;
+    }
+}
+
+// The row pass of delta_backward_fused in strips of 64, 32, 16 columns and the rest (arguments as
+// delta_backward_strip); sdo (K) scratch. Writes dq, dk; returns Σ S_prev ⊙ D' when gated, else 0.
+static inline float delta_backward_pass(float* restrict D, float* restrict rk, float* restrict dq,
+                                        float* restrict dk, float* restrict sdo, const float* restrict dv,
+                                        const float* restrict bu, const float* restrict adu,
+                                        const float* restrict dout, const float* restrict q, const float* restrict k,
+                                        const float* k_prev, const float* restrict S_prev, float beta, float alpha,
+                                        float ud, int K, int V, float scale, int gated) {
+    float gate[16] = {0.0f}, gate_rest = 0.0f;
+    for (int c = 0; c < K; c++) sdo[c] = dk[c] = 0.0f;
+    int j0 = 0;
+    for (; j0 + 64 <= V; j0 += 64)
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             64, scale, gated);
+    if (j0 + 32 <= V) {
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             32, scale, gated);
+        j0 += 32;
+    }
+    if (j0 + 16 <= V) {
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             16, scale, gated);
+        j0 += 16;
+    }
+    if (j0 < V)
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             V - j0, scale, gated);
+    for (int c = 0; c < K; c++) dq[c] = scale * (alpha * sdo[c] + beta * k[c] * ud);
+    return gated ? delta_lanes_sum(gate) + gate_rest : 0.0f;
+}
+
 // delta_backward_step fused into one pass over D and S_prev, for the chunk backward. The step reads
 // D_full = D + scale q doᵀ; its pieces are rearranged so that nothing else needs a pass of its own:
 //     r = D_fullᵀ k = rk + scale (q·k) do         rk (V) = Dᵀk, summed by the previous step's pass
@@ -1635,9 +1718,9 @@ static void delta_state_step(float* restrict S_new, float* restrict w, const flo
 //     dk_c = β D_full[c]·u − α S_prev[c]·du
 //     D' = D_full − k duᵀ;   dg = α Σ S_prev ⊙ D';   D = α D'
 // and rk = Dᵀk_prev for the step before (k_prev (K) = its k; NULL at t = 0, where rk is not needed).
-// The sums along a row of V run in 16 lanes (delta_lanes_sum), the leftover columns in order.
-// D (K,V) dL/dS_t in, dL/dS_{t−1} out; rk (V) in and out; dq, dk (K), dv (V) overwritten; tmp (2V)
-// scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg is NULL.
+// D (K,V) dL/dS_t in, dL/dS_{t−1} out; rk (V) in and out; dq, dk (K), dv (V) overwritten; tmp
+// (2V + K) scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg is NULL
+// (then α must be 1: DeltaNet).
 static float delta_backward_fused(float* restrict D, float* restrict rk, float* restrict dq, float* restrict dk,
                                   float* restrict dv, float* dg, float* restrict tmp, const float* restrict dout,
                                   const float* restrict q, const float* restrict k, const float* k_prev,
@@ -1653,40 +1736,12 @@ static float delta_backward_fused(float* restrict D, float* restrict rk, float* 
         adu[j] = alpha * dv[j];
         rk[j] = 0.0f;
     }
-    float gate[16] = {0.0f}, gate_rest = 0.0f;
-    int V16 = V - V % 16;
-    for (int c = 0; c < K; c++) {
-        float* Dc = D + (size_t)c * V;
-        const float* Pc = S_prev + (size_t)c * V;
-        float qc = scale * q[c], kc = k[c], kp = k_prev ? k_prev[c] : 0.0f;
-        float sdo[16] = {0.0f}, sk[16] = {0.0f};
-        for (int m = 0; m < V16; m += 16)
-            for (int l = 0; l < 16; l++) {
-                int j = m + l;
-                float d = Dc[j] + qc * dout[j];
-                sdo[l] += Pc[j] * dout[j];
-                sk[l] += d * bu[j] - Pc[j] * adu[j];
-                d -= kc * dv[j];
-                gate[l] += Pc[j] * d;
-                d *= alpha;
-                Dc[j] = d;
-                rk[j] += kp * d;
-            }
-        float pdo = delta_lanes_sum(sdo), dkc = delta_lanes_sum(sk);
-        for (int j = V16; j < V; j++) {
-            float d = Dc[j] + qc * dout[j];
-            pdo += Pc[j] * dout[j];
-            dkc += d * bu[j] - Pc[j] * adu[j];
-            d -= kc * dv[j];
-            gate_rest += Pc[j] * d;
-            d *= alpha;
-            Dc[j] = d;
-            rk[j] += kp * d;
-        }
-        dq[c] = scale * (alpha * pdo + beta * kc * ud);
-        dk[c] = dkc;
-    }
-    if (dg) *dg = alpha * (delta_lanes_sum(gate) + gate_rest);
+    if (dg)
+        *dg = alpha * delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
+                                          alpha, ud, K, V, scale, 1);
+    else
+        delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta, alpha, ud, K, V,
+                            scale, 0);
     return dbeta;
 }
 
@@ -1787,7 +1842,7 @@ void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* 
             float* S = (float*)malloc_check((size_t)C * KV * sizeof(float));   // S + (i−1)KV: state before row i ≥ 1
             float* u = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) prediction errors u_i
             float* D = (float*)calloc_check(KV, sizeof(float));                 // (K,V) dL/dS
-            float* w = (float*)calloc_check(4 * (size_t)V, sizeof(float));      // (V) Sᵀk in the recompute
+            float* w = (float*)calloc_check(4 * (size_t)V + K, sizeof(float));  // (V) Sᵀk in the recompute
             float* rk = w + V;                                                   // (V) Dᵀk, zero at t = T−1
             float* alpha = (float*)malloc_check(C * sizeof(float));             // (C) e^{g_i}
             for (int ch = NC - 1; ch >= 0; ch--) {
