@@ -1608,23 +1608,42 @@ static inline float delta_lanes_sum(const float* a) {
     return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-// The chunk backward's recompute of one step of the recurrence for one head, one pass over the
-// state: S_new (K,V) = α S_old + β k uᵀ (u (V) = u_t, already computed), and w (V) = S_newᵀ k_next,
-// the next step's Sᵀk (its prediction error is v − α w), summed over the rows while they are hot.
-static void delta_state_step(float* restrict S_new, float* restrict w, const float* restrict S_old,
-                             const float* restrict k, const float* restrict k_next, const float* restrict u,
-                             float beta, float alpha, int K, int V) {
-    for (int j = 0; j < V; j++) w[j] = 0.0f;
+// Columns j0..j0+W of delta_state_step (below). With W a constant the strip of u and w stays in
+// registers across the K rows.
+static inline void delta_state_strip(float* restrict S_new, float* restrict w, const float* restrict S_old,
+                                     const float* restrict k, const float* restrict k_next, const float* restrict u,
+                                     float beta, float alpha, int K, int V, int j0, int W) {
+    for (int j = j0; j < j0 + W; j++) w[j] = 0.0f;
     for (int c = 0; c < K; c++) {
         const float* Pc = S_old + (size_t)c * V;
         float* Sc = S_new + (size_t)c * V;
         float bk = beta * k[c], kn = k_next[c];
-        for (int j = 0; j < V; j++) {
+        for (int j = j0; j < j0 + W; j++) {
             float s = alpha * Pc[j] + bk * u[j];
             Sc[j] = s;
             w[j] += kn * s;
         }
     }
+}
+
+// The chunk backward's recompute of one step of the recurrence for one head, one pass over the
+// state: S_new (K,V) = α S_old + β k uᵀ (u (V) = u_t, already computed), and w (V) = S_newᵀ k_next,
+// the next step's Sᵀk (its prediction error is v − α w), summed over the rows while they are hot.
+// In column strips of 64, 32, 16 and the rest.
+static void delta_state_step(float* restrict S_new, float* restrict w, const float* restrict S_old,
+                             const float* restrict k, const float* restrict k_next, const float* restrict u,
+                             float beta, float alpha, int K, int V) {
+    int j0 = 0;
+    for (; j0 + 64 <= V; j0 += 64) delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 64);
+    if (j0 + 32 <= V) {
+        delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 32);
+        j0 += 32;
+    }
+    if (j0 + 16 <= V) {
+        delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 16);
+        j0 += 16;
+    }
+    if (j0 < V) delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, V - j0);
 }
 
 // The pass of delta_backward_fused (its notation) over columns j0..j0+W of every row: D updated,
