@@ -1648,8 +1648,8 @@ static void delta_state_step(float* restrict S_new, float* restrict w, const flo
 
 // The pass of delta_backward_fused (its notation) over columns j0..j0+W of every row: D updated,
 // rk = Dᵀk_prev summed, the row sums S_prev[c]·do added to sdo[c] and dk_c to dk[c], and, when gated,
-// Σ S_prev ⊙ D' into gate (16 lanes) and gate_rest (the leftover columns); gated = 0 (DeltaNet:
-// α = 1, no dg) drops those two operations per element. The sums along a row run in 16 lanes, the
+// Σ S_prev ⊙ D' into gate (16 lanes) and gate_rest (the leftover columns); gated = 0 (α = 1 and no
+// dg wanted: DeltaNet) drops those two operations per element. The sums along a row run in 16 lanes, the
 // leftover columns in order after them. Called with W a constant (64, 32 or 16), the strip's do, βu,
 // du, αdu and rk stay in registers across all K rows.
 static inline void delta_backward_strip(float* restrict D, float* restrict rk, float* restrict sdo, float* restrict dk,
@@ -1659,11 +1659,11 @@ static inline void delta_backward_strip(float* restrict D, float* restrict rk, f
                                         const float* k_prev, const float* restrict S_prev, float alpha, int K, int V,
                                         int j0, int W, float scale, int gated) {
     int W16 = W - W % 16;
+    const float *o = dout + j0, *dvs = dv + j0, *bus = bu + j0, *adus = adu + j0;
+    float* rks = rk + j0;
     for (int c = 0; c < K; c++) {
         float* Dc = D + (size_t)c * V + j0;
         const float* Pc = S_prev + (size_t)c * V + j0;
-        const float *o = dout + j0, *dvs = dv + j0, *bus = bu + j0, *adus = adu + j0;
-        float* rks = rk + j0;
         float qc = scale * q[c], kc = k[c], kp = k_prev ? k_prev[c] : 0.0f;
         float ao[16] = {0.0f}, ak[16] = {0.0f};
         for (int m = 0; m < W16; m += 16)
@@ -1738,8 +1738,8 @@ static inline float delta_backward_pass(float* restrict D, float* restrict rk, f
 //     D' = D_full − k duᵀ;   dg = α Σ S_prev ⊙ D';   D = α D'
 // and rk = Dᵀk_prev for the step before (k_prev (K) = its k; NULL at t = 0, where rk is not needed).
 // D (K,V) dL/dS_t in, dL/dS_{t−1} out; rk (V) in and out; dq, dk (K), dv (V) overwritten; tmp
-// (2V + K) scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg is NULL
-// (then α must be 1: DeltaNet).
+// (2V + K) scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg
+// is NULL.
 static float delta_backward_fused(float* restrict D, float* restrict rk, float* restrict dq, float* restrict dk,
                                   float* restrict dv, float* dg, float* restrict tmp, const float* restrict dout,
                                   const float* restrict q, const float* restrict k, const float* k_prev,
@@ -1755,12 +1755,12 @@ static float delta_backward_fused(float* restrict D, float* restrict rk, float* 
         adu[j] = alpha * dv[j];
         rk[j] = 0.0f;
     }
-    if (dg)
-        *dg = alpha * delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
-                                          alpha, ud, K, V, scale, 1);
-    else
-        delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta, alpha, ud, K, V,
-                            scale, 0);
+    float gate = dg || alpha != 1.0f
+                     ? delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
+                                           alpha, ud, K, V, scale, 1)
+                     : delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
+                                           alpha, ud, K, V, scale, 0);
+    if (dg) *dg = alpha * gate;
     return dbeta;
 }
 
@@ -1863,6 +1863,7 @@ void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* 
             float* D = (float*)calloc_check(KV, sizeof(float));                 // (K,V) dL/dS
             float* w = (float*)calloc_check(4 * (size_t)V + K, sizeof(float));  // (V) Sᵀk in the recompute
             float* rk = w + V;                                                   // (V) Dᵀk, zero at t = T−1
+            float* tmp = w + 2 * V;                                              // (2V + K) the step's scratch
             float* alpha = (float*)malloc_check(C * sizeof(float));             // (C) e^{g_i}
             for (int ch = NC - 1; ch >= 0; ch--) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
@@ -1885,7 +1886,7 @@ void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* 
                 for (int i = n - 1; i >= 0; i--) {
                     size_t r = r0 + (size_t)i * H;
                     dbeta[r] = delta_backward_fused(D, rk, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
-                                                    w + 2 * V, dout + r * V, q + r * K, k + r * K,
+                                                    tmp, dout + r * V, q + r * K, k + r * K,
                                                     t0 + i > 0 ? k + r * K - sk : NULL, u + (size_t)i * V,
                                                     i ? S + (size_t)(i - 1) * KV : S0, beta[r], alpha[i], K, V,
                                                     scale);
