@@ -1600,6 +1600,170 @@ void delta_recurrent_backward(float* dq, float* dk, float* dv, float* dbeta, flo
         }
 }
 
+// Σ_l a_l over 16 lanes, added pairwise in a fixed order (as dot_lanes combines its partial sums)
+static inline float delta_lanes_sum(const float* a) {
+    float s[8];
+    for (int l = 0; l < 8; l++) s[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) s[l] += s[l + 4];
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+// Columns j0..j0+W of delta_state_step (below). With W a constant the strip of u and w stays in
+// registers across the K rows.
+static inline void delta_state_strip(float* restrict S_new, float* restrict w, const float* restrict S_old,
+                                     const float* restrict k, const float* restrict k_next, const float* restrict u,
+                                     float beta, float alpha, int K, int V, int j0, int W) {
+    for (int j = j0; j < j0 + W; j++) w[j] = 0.0f;
+    for (int c = 0; c < K; c++) {
+        const float* Pc = S_old + (size_t)c * V;
+        float* Sc = S_new + (size_t)c * V;
+        float bk = beta * k[c], kn = k_next[c];
+        for (int j = j0; j < j0 + W; j++) {
+            float s = alpha * Pc[j] + bk * u[j];
+            Sc[j] = s;
+            w[j] += kn * s;
+        }
+    }
+}
+
+// The chunk backward's recompute of one step of the recurrence for one head, one pass over the
+// state: S_new (K,V) = α S_old + β k uᵀ (u (V) = u_t, already computed), and w (V) = S_newᵀ k_next,
+// the next step's Sᵀk (its prediction error is v − α w), summed over the rows while they are hot.
+// In column strips of 64, 32, 16 and the rest.
+static void delta_state_step(float* restrict S_new, float* restrict w, const float* restrict S_old,
+                             const float* restrict k, const float* restrict k_next, const float* restrict u,
+                             float beta, float alpha, int K, int V) {
+    int j0 = 0;
+    for (; j0 + 64 <= V; j0 += 64) delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 64);
+    if (j0 + 32 <= V) {
+        delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 32);
+        j0 += 32;
+    }
+    if (j0 + 16 <= V) {
+        delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, 16);
+        j0 += 16;
+    }
+    if (j0 < V) delta_state_strip(S_new, w, S_old, k, k_next, u, beta, alpha, K, V, j0, V - j0);
+}
+
+// The pass of delta_backward_fused (its notation) over columns j0..j0+W of every row: D updated,
+// rk = Dᵀk_prev summed, the row sums S_prev[c]·do added to sdo[c] and dk_c to dk[c], and, when gated,
+// Σ S_prev ⊙ D' into gate (16 lanes) and gate_rest (the leftover columns); gated = 0 (α = 1 and no
+// dg wanted: DeltaNet) drops those two operations per element. The sums along a row run in 16 lanes, the
+// leftover columns in order after them. Called with W a constant (64, 32 or 16), the strip's do, βu,
+// du, αdu and rk stay in registers across all K rows.
+static inline void delta_backward_strip(float* restrict D, float* restrict rk, float* restrict sdo, float* restrict dk,
+                                        float* restrict gate, float* gate_rest, const float* restrict dout,
+                                        const float* restrict dv, const float* restrict bu,
+                                        const float* restrict adu, const float* restrict q, const float* restrict k,
+                                        const float* k_prev, const float* restrict S_prev, float alpha, int K, int V,
+                                        int j0, int W, float scale, int gated) {
+    int W16 = W - W % 16;
+    const float *o = dout + j0, *dvs = dv + j0, *bus = bu + j0, *adus = adu + j0;
+    float* rks = rk + j0;
+    for (int c = 0; c < K; c++) {
+        float* Dc = D + (size_t)c * V + j0;
+        const float* Pc = S_prev + (size_t)c * V + j0;
+        float qc = scale * q[c], kc = k[c], kp = k_prev ? k_prev[c] : 0.0f;
+        float ao[16] = {0.0f}, ak[16] = {0.0f};
+        for (int m = 0; m < W16; m += 16)
+            for (int l = 0; l < 16; l++) {
+                int j = m + l;
+                float d = Dc[j] + qc * o[j];
+                ao[l] += Pc[j] * o[j];
+                ak[l] += d * bus[j] - Pc[j] * adus[j];
+                d -= kc * dvs[j];
+                if (gated) {
+                    gate[l] += Pc[j] * d;
+                    d *= alpha;
+                }
+                Dc[j] = d;
+                rks[j] += kp * d;
+            }
+        float so = delta_lanes_sum(ao), sk = delta_lanes_sum(ak);
+        for (int j = W16; j < W; j++) {
+            float d = Dc[j] + qc * o[j];
+            so += Pc[j] * o[j];
+            sk += d * bus[j] - Pc[j] * adus[j];
+            d -= kc * dvs[j];
+            if (gated) {
+                *gate_rest += Pc[j] * d;
+                d *= alpha;
+            }
+            Dc[j] = d;
+            rks[j] += kp * d;
+        }
+        sdo[c] += so;
+        dk[c] += sk;
+    }
+}
+
+// The row pass of delta_backward_fused in strips of 64, 32, 16 columns and the rest (arguments as
+// delta_backward_strip); sdo (K) scratch. Writes dq, dk; returns Σ S_prev ⊙ D' when gated, else 0.
+static inline float delta_backward_pass(float* restrict D, float* restrict rk, float* restrict dq,
+                                        float* restrict dk, float* restrict sdo, const float* restrict dv,
+                                        const float* restrict bu, const float* restrict adu,
+                                        const float* restrict dout, const float* restrict q, const float* restrict k,
+                                        const float* k_prev, const float* restrict S_prev, float beta, float alpha,
+                                        float ud, int K, int V, float scale, int gated) {
+    float gate[16] = {0.0f}, gate_rest = 0.0f;
+    for (int c = 0; c < K; c++) sdo[c] = dk[c] = 0.0f;
+    int j0 = 0;
+    for (; j0 + 64 <= V; j0 += 64)
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             64, scale, gated);
+    if (j0 + 32 <= V) {
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             32, scale, gated);
+        j0 += 32;
+    }
+    if (j0 + 16 <= V) {
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             16, scale, gated);
+        j0 += 16;
+    }
+    if (j0 < V)
+        delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
+                             V - j0, scale, gated);
+    for (int c = 0; c < K; c++) dq[c] = scale * (alpha * sdo[c] + beta * k[c] * ud);
+    return gated ? delta_lanes_sum(gate) + gate_rest : 0.0f;
+}
+
+// delta_backward_step fused into one pass over D and S_prev, for the chunk backward. The step reads
+// D_full = D + scale q doᵀ; its pieces are rearranged so that nothing else needs a pass of its own:
+//     r = D_fullᵀ k = rk + scale (q·k) do         rk (V) = Dᵀk, summed by the previous step's pass
+//     dβ = u·r;   du = dv = β r
+//     dq_c = scale S_t[c]·do = scale (α S_prev[c]·do + β k_c (u·do))     (S_t = α S_prev + β k uᵀ)
+//     dk_c = β D_full[c]·u − α S_prev[c]·du
+//     D' = D_full − k duᵀ;   dg = α Σ S_prev ⊙ D';   D = α D'
+// and rk = Dᵀk_prev for the step before (k_prev (K) = its k; NULL at t = 0, where rk is not needed).
+// D (K,V) dL/dS_t in, dL/dS_{t−1} out; rk (V) in and out; dq, dk (K), dv (V) overwritten; tmp
+// (2V + K) scratch; u = u_t, dout (V); q, k (K); S_prev (K,V). Returns dβ, and dg in *dg unless dg
+// is NULL.
+static float delta_backward_fused(float* restrict D, float* restrict rk, float* restrict dq, float* restrict dk,
+                                  float* restrict dv, float* dg, float* restrict tmp, const float* restrict dout,
+                                  const float* restrict q, const float* restrict k, const float* k_prev,
+                                  const float* restrict u, const float* restrict S_prev, float beta, float alpha,
+                                  int K, int V, float scale) {
+    float qk = scale * dot_lanes(q, k, K);
+    for (int j = 0; j < V; j++) dv[j] = rk[j] + qk * dout[j];
+    float dbeta = dot_lanes(u, dv, V), ud = dot_lanes(u, dout, V);
+    float *bu = tmp, *adu = tmp + V;   // β u and α du
+    for (int j = 0; j < V; j++) {
+        dv[j] *= beta;
+        bu[j] = beta * u[j];
+        adu[j] = alpha * dv[j];
+        rk[j] = 0.0f;
+    }
+    float gate = dg || alpha != 1.0f
+                     ? delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
+                                           alpha, ud, K, V, scale, 1)
+                     : delta_backward_pass(D, rk, dq, dk, tmp + 2 * V, dv, bu, adu, dout, q, k, k_prev, S_prev, beta,
+                                           alpha, ud, K, V, scale, 0);
+    if (dg) *dg = alpha * gate;
+    return dbeta;
+}
+
 // The delta rule, chunkwise-parallel (training; LAYERS.md §6.3, the WY / UT form). For a chunk of
 // n ≤ C rows entered with state S, G = chunk-local inclusive cumsum of g (0 for DeltaNet),
 // Γ_ij = e^{G_i − G_j} for j ≤ i (a difference ≤ 0, never a factored e^{G_i} e^{−G_j}):
@@ -1621,9 +1785,11 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
         for (int h = 0; h < H; h++) {
             float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
             float* qc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) the chunk's rows
-            float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K)
-            float* vn = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) V, then V_new
+            float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) k, then k_j e^{G_n − G_j}
+            float* vn = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) K S, then V_new
+            float* P = (float*)malloc_check((size_t)C * C * sizeof(float));     // (C,C) scale (Q Kᵀ) ⊙ Γ, lower
             float* G = (float*)malloc_check(C * sizeof(float));
+            float* eG = (float*)malloc_check(C * sizeof(float));                // (C) e^{G_i}
             float* bc = (float*)malloc_check(C * sizeof(float));
             for (int ch = 0; ch < NC; ch++) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
@@ -1632,97 +1798,105 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
                 memcpy(states + (((size_t)b * H + h) * NC + ch) * K * V, S, (size_t)K * V * sizeof(float));
                 gather_rows(qc, q + rk, n, K, sk);
                 gather_rows(kc, k + rk, n, K, sk);
-                gather_rows(vn, v + rv, n, V, sv);
                 for (int i = 0; i < n; i++) {
                     bc[i] = beta[rg + (size_t)i * H];
                     G[i] = (i ? G[i - 1] : 0.0f) + (g ? g[rg + (size_t)i * H] : 0.0f);
+                    eG[i] = exp_fast(G[i]);
                 }
-                // right-hand side diag(β)(v_i − e^{G_i} Sᵀk_i) into vn, and the read of the entering
-                // state scale e^{G_i} Sᵀq_i into o
+                // the reads of the entering state: K S into vn, Q S into o; then the right-hand side
+                // diag(β)(V − diag(e^G) K S) into vn, and scale diag(e^G) Q S in o
+                chunk_matmul(vn, V, kc, K, 1, S, V, n, V, K, 0);
+                chunk_matmul(o + rv, sv, qc, K, 1, S, V, n, V, K, 0);
                 for (int i = 0; i < n; i++) {
-                    float eg = exp_fast(G[i]), *vi = vn + (size_t)i * V, *oi = o + rv + i * sv;
-                    for (int j = 0; j < V; j++) oi[j] = 0.0f;
-                    for (int c = 0; c < K; c++) {
-                        const float* Sc = S + (size_t)c * V;
-                        float kx = eg * kc[i * K + c], qx = scale * eg * qc[i * K + c];
-                        for (int j = 0; j < V; j++) { vi[j] -= kx * Sc[j]; oi[j] += qx * Sc[j]; }
+                    float *vi = vn + (size_t)i * V, *oi = o + rv + i * sv, sq = scale * eG[i];
+                    const float* vin = v + rv + i * sv;
+                    for (int j = 0; j < V; j++) {
+                        vi[j] = bc[i] * (vin[j] - eG[i] * vi[j]);
+                        oi[j] *= sq;
                     }
-                    for (int j = 0; j < V; j++) vi[j] *= bc[i];
                 }
                 // forward substitution: V_new_i = rhs_i − Σ_{j<i} M_ij V_new_j, M_ij = β_i (k_i·k_j) Γ_ij
                 for (int i = 1; i < n; i++) {
                     float* vi = vn + (size_t)i * V;
                     for (int jr = 0; jr < i; jr++) {
-                        float kk = 0.0f;
-                        for (int c = 0; c < K; c++) kk += kc[i * K + c] * kc[jr * K + c];
-                        float m = bc[i] * kk * exp_fast(G[i] - G[jr]);
+                        float m = bc[i] * dot_lanes(kc + i * K, kc + jr * K, K) * exp_fast(G[i] - G[jr]);
                         const float* vj = vn + (size_t)jr * V;
                         for (int j = 0; j < V; j++) vi[j] -= m * vj[j];
                     }
                 }
-                // o_i += scale Σ_{j≤i} (q_i·k_j) Γ_ij V_new_j
-                for (int i = 0; i < n; i++) {
-                    float* oi = o + rv + i * sv;
-                    for (int jr = 0; jr <= i; jr++) {
-                        float qk = 0.0f;
-                        for (int c = 0; c < K; c++) qk += qc[i * K + c] * kc[jr * K + c];
-                        float p = scale * qk * exp_fast(G[i] - G[jr]);
-                        const float* vj = vn + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) oi[j] += p * vj[j];
-                    }
-                }
+                // o_i += Σ_{j≤i} P_ij V_new_j, P_ij = scale (q_i·k_j) Γ_ij
+                for (int i = 0; i < n; i++)
+                    for (int jr = 0; jr < n; jr++)
+                        P[i * C + jr] = jr <= i ? scale * dot_lanes(qc + i * K, kc + jr * K, K) * exp_fast(G[i] - G[jr])
+                                                : 0.0f;
+                chunk_matmul(o + rv, sv, P, C, 1, vn, V, n, V, n, 1);
                 // S = e^{G_n} S + Σ_j (k_j e^{G_n − G_j}) V_new_jᵀ
-                float decay = exp_fast(G[n - 1]);
-                for (int c = 0; c < K; c++) {
-                    float* Sc = S + (size_t)c * V;
-                    for (int j = 0; j < V; j++) Sc[j] *= decay;
-                    for (int jr = 0; jr < n; jr++) {
-                        float x = kc[jr * K + c] * exp_fast(G[n - 1] - G[jr]);
-                        const float* vj = vn + (size_t)jr * V;
-                        for (int j = 0; j < V; j++) Sc[j] += x * vj[j];
-                    }
+                for (int jr = 0; jr < n; jr++) {
+                    float x = exp_fast(G[n - 1] - G[jr]);
+                    for (int c = 0; c < K; c++) kc[jr * K + c] *= x;
                 }
+                for (size_t e = 0; e < (size_t)K * V; e++) S[e] *= eG[n - 1];
+                chunk_matmul(S, V, kc, 1, K, vn, V, K, V, n, 1);
             }
-            free(S); free(qc); free(kc); free(vn); free(G); free(bc);
+            free(S); free(qc); free(kc); free(vn); free(P); free(G); free(eG); free(bc);
         }
 }
 
-// Backward of delta_chunk_forward: the exact recurrent backward (delta_backward_step), a chunk at a
-// time from the last, carrying D = dL/dS across chunk boundaries. Each chunk's ≤ C per-step states are
-// first recomputed from its stored entering state into scratch, then swept in reverse. Memory is
-// (T/C + C)·K·V per head instead of T·K·V (LAYERS.md §6.4; inverting the recurrence instead would be
-// unstable: it divides by e^g, and I − βkkᵀ is singular at β‖k‖² = 1). The work is O(T K V), the
-// order of the forward pass.
+// Backward of delta_chunk_forward: the exact recurrent backward, a chunk at a time from the last,
+// carrying D = dL/dS (and rk = Dᵀk of the step to come) across chunk boundaries. Each chunk's
+// per-step states are first recomputed from its stored entering state into scratch (one pass per
+// step, delta_state_step), then swept in reverse (one pass per step, delta_backward_fused). Memory
+// is (T/C + C)·K·V per head instead of T·K·V (LAYERS.md §6.4; inverting the recurrence instead
+// would be unstable: it divides by e^g, and I − βkkᵀ is singular at β‖k‖² = 1). The work is
+// O(T K V), the order of the forward pass.
 // dq, dk (B,T,H,K), dv (B,T,H,V), dbeta (B,T,H) and dg (B,T,H, when g is given) overwritten.
 void delta_chunk_backward(float* dq, float* dk, float* dv, float* dbeta, float* dg, const float* dout,
                           const float* states, const float* q, const float* k, const float* v, const float* beta,
                           const float* g, int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
-    size_t KV = (size_t)K * V;
+    size_t KV = (size_t)K * V, sk = (size_t)H * K;   // sk: k's time stride
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            float* S = (float*)malloc_check((C + 1) * KV * sizeof(float));   // S[i] = state before row i
-            float* u = (float*)malloc_check((size_t)C * V * sizeof(float));
-            float* D = (float*)calloc_check(KV, sizeof(float));
+            float* S = (float*)malloc_check((size_t)C * KV * sizeof(float));   // S + (i−1)KV: state before row i ≥ 1
+            float* u = (float*)malloc_check((size_t)C * V * sizeof(float));    // (C,V) prediction errors u_i
+            float* D = (float*)calloc_check(KV, sizeof(float));                 // (K,V) dL/dS
+            float* w = (float*)calloc_check(4 * (size_t)V + K, sizeof(float));  // (V) Sᵀk in the recompute
+            float* rk = w + V;                                                   // (V) Dᵀk, zero at t = T−1
+            float* tmp = w + 2 * V;                                              // (2V + K) the step's scratch
+            float* alpha = (float*)malloc_check(C * sizeof(float));             // (C) e^{g_i}
             for (int ch = NC - 1; ch >= 0; ch--) {
                 int t0 = ch * C, n = T - t0 < C ? T - t0 : C;
-                memcpy(S, states + (((size_t)b * H + h) * NC + ch) * KV, KV * sizeof(float));
+                const float* S0 = states + (((size_t)b * H + h) * NC + ch) * KV;   // state entering the chunk
+                size_t r0 = ((size_t)b * T + t0) * H + h;                            // row 0's (b,t,h)
+                for (int i = 0; i < n; i++) alpha[i] = g ? exp_fast(g[r0 + (size_t)i * H]) : 1.0f;
+                // forward: u_i = v_i − α_i S_iᵀk_i, S_{i+1} = α_i S_i + β_i k_i u_iᵀ (the last not needed)
+                for (int j = 0; j < V; j++) w[j] = 0.0f;
+                for (int c = 0; c < K; c++)
+                    for (int j = 0; j < V; j++) w[j] += k[r0 * K + c] * S0[(size_t)c * V + j];
                 for (int i = 0; i < n; i++) {
-                    size_t r = ((size_t)b * T + t0 + i) * H + h;
-                    delta_head_update(S + (i + 1) * KV, u + (size_t)i * V, S + i * KV, k + r * K, v + r * V, beta[r],
-                                      g ? exp_fast(g[r]) : 1.0f, K, V);
+                    size_t r = r0 + (size_t)i * H;
+                    float* ui = u + (size_t)i * V;
+                    for (int j = 0; j < V; j++) ui[j] = v[r * V + j] - alpha[i] * w[j];
+                    if (i + 1 < n)
+                        delta_state_step(S + (size_t)i * KV, w, i ? S + (size_t)(i - 1) * KV : S0, k + r * K,
+                                         k + (r + H) * K, ui, beta[r], alpha[i], K, V);
                 }
+                // reverse sweep, D and rk carried in from the chunk after
                 for (int i = n - 1; i >= 0; i--) {
-                    size_t r = ((size_t)b * T + t0 + i) * H + h;
-                    dbeta[r] = delta_backward_step(D, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
-                                                   dout + r * V, q + r * K, k + r * K, u + (size_t)i * V, S + i * KV,
-                                                   S + (i + 1) * KV, beta[r], g ? exp_fast(g[r]) : 1.0f, K, V, scale);
+                    size_t r = r0 + (size_t)i * H;
+                    dbeta[r] = delta_backward_fused(D, rk, dq + r * K, dk + r * K, dv + r * V, g ? dg + r : NULL,
+                                                    tmp, dout + r * V, q + r * K, k + r * K,
+                                                    t0 + i > 0 ? k + r * K - sk : NULL, u + (size_t)i * V,
+                                                    i ? S + (size_t)(i - 1) * KV : S0, beta[r], alpha[i], K, V,
+                                                    scale);
                 }
             }
             free(S);
             free(u);
             free(D);
+            free(w);
+            free(alpha);
         }
 }
 
