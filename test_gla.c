@@ -612,8 +612,10 @@ static void test_fd_model(const char* pattern, int n_layer, float std) {
 // log γ_h per head, HGRN2's (k = 1 − e^a tied to the gate)
 enum { GATES_MILD, GATES_STRONG, GATES_RETNET, GATES_HGRN2 };
 
-static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
-    int B = 2, T = 37, H = 2, K = 8, V = 6, strong = gates == GATES_STRONG;
+// K, V: head sizes; the chunk kernels' register tiles and column strips (8 rows × 16 columns, strips
+// of 64, 32, 16) are reached with K, V ≥ 16 and with the ragged rest of e.g. 9 × 117
+static void test_recurrent_vs_chunk(int C, int gates, const char* label, int K, int V) {
+    int B = 2, T = 37, H = 2, strong = gates == GATES_STRONG;
     size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
     float *q = randn(nk, 1), *k = randn(nk, 1), *v = randn(nv, 1), *a = randn(nk, 1), *dout = randn(nv, 1);
     for (size_t i = 0; i < nk; i++) {
@@ -626,7 +628,7 @@ static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
     gla_recurrent_forward(o1, q, k, v, a, B, T, H, K, V, scale);
     gla_chunk_forward(o2, states, q, k, v, a, B, T, H, K, V, C, scale);
     char what[128];
-    snprintf(what, sizeof(what), "chunk %d == recurrent: o %s", C, label);
+    snprintf(what, sizeof(what), "chunk %d == recurrent: o %s K %d V %d", C, label, K, V);
     int finite = 1;
     for (size_t i = 0; i < nv; i++) finite &= isfinite(o2[i]);
     check_close(what, o1, o2, nv, 1e-5);
@@ -638,7 +640,7 @@ static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
     const char* names[4] = {"dq", "dk", "dv", "da"};
     for (int i = 0; i < 4; i++) {
         for (size_t j = 0; j < sizes[i]; j++) finite &= isfinite(g2[i][j]);
-        snprintf(what, sizeof(what), "chunk %d == recurrent: %s %s", C, names[i], label);
+        snprintf(what, sizeof(what), "chunk %d == recurrent: %s %s K %d V %d", C, names[i], label, K, V);
         if (i < 3 || !strong) check_close(what, g1[i], g2[i], sizes[i], 1e-5);
     }
     if (strong) {
@@ -656,11 +658,11 @@ static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
                 }
             }
         double e = sqrt(err / mag);
-        check(e <= 1e-5, "chunk %d == recurrent: da %s, error / cancelling terms %.2e (tol 1e-5; plain rel RMS %.2e)",
-              C, label, e, rel_rms(g1[3], g2[3], nk));
+        check(e <= 1e-5, "chunk %d == recurrent: da %s K %d V %d, error / cancelling terms %.2e (tol 1e-5; plain rel RMS %.2e)",
+              C, label, K, V, e, rel_rms(g1[3], g2[3], nk));
     }
     for (int i = 0; i < 4; i++) { free(g1[i]); free(g2[i]); }
-    check(finite, "chunk %d %s: every output and gradient finite", C, label);
+    check(finite, "chunk %d %s K %d V %d: every output and gradient finite", C, label, K, V);
     free(q); free(k); free(v); free(a); free(dout); free(o1); free(o2); free(states);
 }
 
@@ -668,8 +670,8 @@ static void test_recurrent_vs_chunk(int C, int gates, const char* label) {
 // forward and the per-chunk recomputing backward. gates: 0 none (DeltaNet), 1 mild GDN log-decays
 // (≈ −0.2), 2 strongly negative ones (g down to −30 per step, as −e^{A_log} softplus(·) with A up to
 // 16 can give: chunk-local sums far below −88, e^G underflows to 0).
-static void test_delta_recurrent_vs_chunk(int C, int gates, const char* label) {
-    int B = 2, T = 37, H = 2, K = 8, V = 6;
+static void test_delta_recurrent_vs_chunk(int C, int gates, const char* label, int K, int V) {
+    int B = 2, T = 37, H = 2;
     size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V, nh = (size_t)B * T * H;
     float *q = randn(nk, 1), *k = randn(nk, 1), *v = randn(nv, 1), *beta = randn(nh, 1), *dout = randn(nv, 1);
     float* g = gates ? randn(nh, 1) : NULL, *rinv = randn(nh, 0);
@@ -685,7 +687,7 @@ static void test_delta_recurrent_vs_chunk(int C, int gates, const char* label) {
     delta_recurrent_forward(o1, q, k, v, beta, g, B, T, H, K, V, scale);
     delta_chunk_forward(o2, states, q, k, v, beta, g, B, T, H, K, V, C, scale);
     char what[128];
-    snprintf(what, sizeof(what), "delta chunk %d == recurrent: o %s", C, label);
+    snprintf(what, sizeof(what), "delta chunk %d == recurrent: o %s K %d V %d", C, label, K, V);
     check_close(what, o1, o2, nv, 1e-5);
     int finite = 1;
     for (size_t i = 0; i < nv; i++) finite &= isfinite(o2[i]);
@@ -697,10 +699,10 @@ static void test_delta_recurrent_vs_chunk(int C, int gates, const char* label) {
     const char* names[5] = {"dq", "dk", "dv", "dbeta", "dg"};
     for (int i = 0; i < (g ? 5 : 4); i++) {
         for (size_t j = 0; j < sizes[i]; j++) finite &= isfinite(g2[i][j]);
-        snprintf(what, sizeof(what), "delta chunk %d == recurrent: %s %s", C, names[i], label);
+        snprintf(what, sizeof(what), "delta chunk %d == recurrent: %s %s K %d V %d", C, names[i], label, K, V);
         check_close(what, g1[i], g2[i], sizes[i], 1e-5);
     }
-    check(finite, "delta chunk %d %s: every output and gradient finite", C, label);
+    check(finite, "delta chunk %d %s K %d V %d: every output and gradient finite", C, label, K, V);
     for (int i = 0; i < 5; i++) { free(g1[i]); free(g2[i]); }
     free(q); free(k); free(v); free(beta); free(dout); free(g); free(rinv); free(o1); free(o2); free(states);
 }
@@ -2758,14 +2760,24 @@ int main(int argc, char** argv) {
 
     printf("== 3. recurrent == chunkwise (T = 37): GLA kernels (gla, retnet, hgrn2), delta rule, hgrn\n");
     int chunks[] = {1, 5, 16, 64};
-    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_MILD, "(mild decay)");
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_MILD, "(mild decay)", 8, 6);
     // strong decay: log-gates near −8 per step, cumulative sums far below −88 (exp(−G) would overflow)
-    test_recurrent_vs_chunk(16, GATES_STRONG, "(strong decay)");
-    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_RETNET, "(retnet gamma)");
-    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_HGRN2, "(hgrn2 k = 1-e^a)");
+    test_recurrent_vs_chunk(16, GATES_STRONG, "(strong decay)", 8, 6);
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_RETNET, "(retnet gamma)", 8, 6);
+    for (int i = 0; i < 4; i++) test_recurrent_vs_chunk(chunks[i], GATES_HGRN2, "(hgrn2 k = 1-e^a)", 8, 6);
     const char* delta_labels[3] = {"(deltanet)", "(gdn, mild gates)", "(gdn, strong gates)"};
     for (int gates = 0; gates < 3; gates++)
-        for (int i = 0; i < 4; i++) test_delta_recurrent_vs_chunk(chunks[i], gates, delta_labels[gates]);
+        for (int i = 0; i < 4; i++) test_delta_recurrent_vs_chunk(chunks[i], gates, delta_labels[gates], 8, 6);
+    // the register tiles and column strips: the default model's heads and a ragged shape
+    int shapes[3][2] = {{32, 64}, {64, 64}, {9, 117}};
+    for (int sh = 0; sh < 3; sh++) {
+        int K = shapes[sh][0], V = shapes[sh][1];
+        test_recurrent_vs_chunk(16, GATES_MILD, "(mild decay)", K, V);
+        test_recurrent_vs_chunk(16, GATES_STRONG, "(strong decay)", K, V);
+        test_recurrent_vs_chunk(5, GATES_HGRN2, "(hgrn2 k = 1-e^a)", K, V);
+        for (int gates = 0; gates < 3; gates++) test_delta_recurrent_vs_chunk(16, gates, delta_labels[gates], K, V);
+        test_delta_recurrent_vs_chunk(5, 1, delta_labels[1], K, V);
+    }
     for (int i = 0; i < 4; i++) test_hgrn_recurrent_vs_chunk(chunks[i], 0, "(mild decay)");
     test_hgrn_recurrent_vs_chunk(16, 1, "(strong decay)");
 
