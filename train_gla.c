@@ -336,6 +336,23 @@ static float* mm_scratch(int nthreads) {
     return (float*)(((uintptr_t)mm_scratch_mem + 63) & ~(uintptr_t)63);
 }
 
+/* This thread's block of mm_scratch(nthreads), inside a parallel region. */
+static float* mm_thread_scratch(float* scratch) {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    return scratch + (size_t)tid * MM_THREAD_SCRATCH;
+}
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* GEMM driver                                                              */
 
@@ -450,7 +467,7 @@ static void mm_empty(int M, int Nc, float* C, ptrdiff_t ldc, int accumulate, con
 
 /* C (M,Nc) (+)= A (M,K) @ B (K,Nc), all of it on the calling thread, for callers that are
  * already inside a parallel region (one product per task).  scratch: the caller's
- * MM_THREAD_SCRATCH floats, e.g. mm_scratch(nthreads) + tid * MM_THREAD_SCRATCH. */
+ * MM_THREAD_SCRATCH floats: mm_thread_scratch(mm_scratch(nthreads)). */
 static void mm_gemm_serial(int M, int Nc, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                            const float* B, ptrdiff_t rsb, ptrdiff_t csb, float* C, ptrdiff_t ldc,
                            int accumulate, float* scratch) {
@@ -470,11 +487,8 @@ static void mm_gemm(int M, int Nc, int K,
     const int npanels = MM_CEIL_DIV(M, MM_MR);
     const int nslots = MM_CEIL_DIV(Nc, MM_NR);   /* NR-wide column slots */
 
-    int nth = 1;
-#ifdef _OPENMP
-    nth = omp_get_max_threads();
+    int nth = max_threads();
     if ((long)npanels * nslots < nth) nth = npanels * nslots;   /* tiny GEMM */
-#endif
     float* scratch = mm_scratch(nth);
 
     #pragma omp parallel num_threads(nth) if (nth > 1)
@@ -496,7 +510,7 @@ static void mm_gemm(int M, int Nc, int K,
             for (int i = p0 * MM_MR; i < MM_MIN(M, p1 * MM_MR); i++)
                 for (int j = c0; j < c1; j++) C[i * ldc + j] = bias[j];
         mm_block(M, Nc, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate || bias, p0, p1, c0, c1,
-                 scratch + (size_t)tid * MM_THREAD_SCRATCH);
+                 mm_thread_scratch(scratch));
     }
 }
 
@@ -852,18 +866,25 @@ void gla_gate_grad(float* da, const float* q, const float* k, const float* dq, c
     }
 }
 
+// Σ_l a_l of 16 partial sums, added pairwise in a fixed order (the sums kept in 16 lanes by
+// dot_lanes and by the delta rule's row passes)
+static inline float lanes_sum(const float* a) {
+    float s[8];
+    for (int l = 0; l < 8; l++) s[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) s[l] += s[l + 4];
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
 // Σ_m x_m y_m over n terms in a fixed order that vectorises: 16 interleaved partial sums (lane l
-// takes the terms m ≡ l mod 16 below the last multiple of 16), added pairwise, then the leftover
-// terms in order. A plain running sum has to stay scalar without -ffast-math (reassociating it
-// would change the result).
+// takes the terms m ≡ l mod 16 below the last multiple of 16), added pairwise (lanes_sum), then the
+// leftover terms in order. A plain running sum has to stay scalar without -ffast-math (reassociating
+// it would change the result).
 static inline float dot_lanes(const float* x, const float* y, int n) {
     float acc[16] = {0.0f};
     int m = 0;
     for (; m + 16 <= n; m += 16)
         for (int l = 0; l < 16; l++) acc[l] += x[m + l] * y[m + l];
-    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    float sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    float sum = lanes_sum(acc);
     for (; m < n; m++) sum += x[m] * y[m];
     return sum;
 }
@@ -1600,14 +1621,6 @@ void delta_recurrent_backward(float* dq, float* dk, float* dv, float* dbeta, flo
         }
 }
 
-// Σ_l a_l over 16 lanes, added pairwise in a fixed order (as dot_lanes combines its partial sums)
-static inline float delta_lanes_sum(const float* a) {
-    float s[8];
-    for (int l = 0; l < 8; l++) s[l] = a[l] + a[l + 8];
-    for (int l = 0; l < 4; l++) s[l] += s[l + 4];
-    return (s[0] + s[2]) + (s[1] + s[3]);
-}
-
 // Columns j0..j0+W of delta_state_step (below). With W a constant the strip of u and w stays in
 // registers across the K rows.
 static inline void delta_state_strip(float* restrict S_new, float* restrict w, const float* restrict S_old,
@@ -1680,7 +1693,7 @@ static inline void delta_backward_strip(float* restrict D, float* restrict rk, f
                 Dc[j] = d;
                 rks[j] += kp * d;
             }
-        float so = delta_lanes_sum(ao), sk = delta_lanes_sum(ak);
+        float so = lanes_sum(ao), sk = lanes_sum(ak);
         for (int j = W16; j < W; j++) {
             float d = Dc[j] + qc * o[j];
             so += Pc[j] * o[j];
@@ -1726,7 +1739,7 @@ static inline float delta_backward_pass(float* restrict D, float* restrict rk, f
         delta_backward_strip(D, rk, sdo, dk, gate, &gate_rest, dout, dv, bu, adu, q, k, k_prev, S_prev, alpha, K, V, j0,
                              V - j0, scale, gated);
     for (int c = 0; c < K; c++) dq[c] = scale * (alpha * sdo[c] + beta * k[c] * ud);
-    return gated ? delta_lanes_sum(gate) + gate_rest : 0.0f;
+    return gated ? lanes_sum(gate) + gate_rest : 0.0f;
 }
 
 // delta_backward_step fused into one pass over D and S_prev, for the chunk backward. The step reads
@@ -2365,23 +2378,6 @@ void delta_layer_backward(Model* m, int l, const float* dout, float* dln, int B,
 // block costs at most ATT_QB²/2 wasted products. Each task's sums run in a fixed order: the same
 // bits at any thread count.
 #define ATT_QB (8 * MM_MR)
-
-// This thread's matmul scratch inside a parallel region over mm_scratch(nthreads).
-static float* mm_thread_scratch(float* scratch) {
-    int tid = 0;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-#endif
-    return scratch + (size_t)tid * MM_THREAD_SCRATCH;
-}
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 // out (B,T,H,D); att (B,H,T,T) probabilities (the upper triangle outside the diagonal ATT_QB blocks
 // left unused; inside them zero); q (B,T,H,D); k, v (B,T,Hkv,D). Query head h reads kv head
@@ -3303,9 +3299,7 @@ int main(int argc, char** argv) {
            model.num_params * 4 * MiB, model.num_params * 4 * MiB, model.num_params * 8 * MiB, act_floats * 4 * MiB, B,
            T, need);
     model_alloc_acts(&model, B, T);
-#ifdef _OPENMP
-    printf("threads: %d\n", omp_get_max_threads());
-#endif
+    printf("threads: %d\n", max_threads());
     printf("data: %zu shard(s) train, val %zu shard(s); %d steps of %d tokens, warmup %d\n", train.files.gl_pathc,
            val.files.gl_pathc, rf.steps, B * T, rf.warmup);
     printf("checkpoints: '%s' every %d steps%s, keeping %d%s\n", rf.out_dir, rf.ckpt_every,
