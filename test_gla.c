@@ -612,8 +612,8 @@ static void test_fd_model(const char* pattern, int n_layer, float std) {
 // log γ_h per head, HGRN2's (k = 1 − e^a tied to the gate)
 enum { GATES_MILD, GATES_STRONG, GATES_RETNET, GATES_HGRN2 };
 
-// K, V: head sizes; the chunk kernels' register tiles and column strips (8 rows × 16 columns, strips
-// of 64, 32, 16) are reached with K, V ≥ 16 and with the ragged rest of e.g. 9 × 117
+// K, V: head sizes; the matmul's full and ragged tiles (6 rows × 16 or 64 columns) and the delta
+// rule's column strips (64, 32, 16) are reached with K, V ≥ 16 and with the ragged rest of e.g. 9 × 117
 static void test_recurrent_vs_chunk(int C, int gates, const char* label, int K, int V) {
     int B = 2, T = 37, H = 2, strong = gates == GATES_STRONG;
     size_t nk = (size_t)B * T * H * K, nv = (size_t)B * T * H * V;
@@ -2768,7 +2768,7 @@ int main(int argc, char** argv) {
     const char* delta_labels[3] = {"(deltanet)", "(gdn, mild gates)", "(gdn, strong gates)"};
     for (int gates = 0; gates < 3; gates++)
         for (int i = 0; i < 4; i++) test_delta_recurrent_vs_chunk(chunks[i], gates, delta_labels[gates], 8, 6);
-    // the register tiles and column strips: the default model's heads and a ragged shape
+    // the tiles and column strips: the default model's heads and a ragged shape
     int shapes[3][2] = {{32, 64}, {64, 64}, {9, 117}};
     for (int sh = 0; sh < 3; sh++) {
         int K = shapes[sh][0], V = shapes[sh][1];

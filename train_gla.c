@@ -889,45 +889,6 @@ static inline float dot_lanes(const float* x, const float* y, int n) {
     return sum;
 }
 
-// The small products of one chunk: c (M,N) = a (M,L) · b (L,N), or c += a · b with accumulate.
-// a(i,l) at a[i*rsa + l*csa] (so a transposed operand costs nothing), b and c row-major with row
-// strides ldb, ldc. Every c element is summed over l ascending. The bulk is done in register tiles
-// of 8 rows × 16 columns (eight vectors of accumulators, each b row loaded once for eight FMAs);
-// a plain row loop along contiguous columns would keep each c row in memory and, for 16 columns,
-// wait on one addition chain. The rows and columns left over go one row at a time. restrict spares
-// the runtime aliasing checks of these short loops.
-static void chunk_matmul(float* restrict c, size_t ldc, const float* restrict a, size_t rsa, size_t csa,
-                         const float* restrict b, size_t ldb, int M, int N, int L, int accumulate) {
-    int M8 = M - M % 8, N16 = N - N % 16;
-    for (int i = 0; i < M8; i += 8)
-        for (int j = 0; j < N16; j += 16) {
-            float acc[8][16];   // (the row loops innermost: gcc then vectorises along the columns)
-            for (int x = 0; x < 16; x++)
-                for (int r = 0; r < 8; r++) acc[r][x] = 0.0f;
-            if (accumulate)
-                for (int x = 0; x < 16; x++)
-                    for (int r = 0; r < 8; r++) acc[r][x] = c[(i + r) * ldc + j + x];
-            for (int l = 0; l < L; l++) {
-                const float *al = a + i * rsa + l * csa, *bl = b + l * ldb + j;
-                for (int x = 0; x < 16; x++)
-                    for (int r = 0; r < 8; r++) acc[r][x] += al[r * rsa] * bl[x];
-            }
-            for (int x = 0; x < 16; x++)
-                for (int r = 0; r < 8; r++) c[(i + r) * ldc + j + x] = acc[r][x];
-        }
-    for (int i = 0; i < M; i++) {
-        int j0 = i < M8 ? N16 : 0;   // the columns no tile covered
-        float* ci = c + i * ldc;
-        if (!accumulate)
-            for (int j = j0; j < N; j++) ci[j] = 0.0f;
-        for (int l = 0; l < L && j0 < N; l++) {
-            float x = a[i * rsa + l * csa];
-            const float* bl = b + l * ldb;
-            for (int j = j0; j < N; j++) ci[j] += x * bl[j];
-        }
-    }
-}
-
 // dst (width,C) = the transpose of n rows (n,width) `stride` floats apart (columns n.. untouched).
 // Filled one dst row at a time: strided loads and contiguous stores run ~5x faster than the
 // other way round.
@@ -1019,9 +980,12 @@ void gla_chunk_forward(float* o, float* states, const float* q, const float* k, 
                        int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
     size_t sk = (size_t)H * K, sv = (size_t)H * V, KV = (size_t)K * V;   // time strides, state size
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int nth = max_threads();
+    float* scratch = mm_scratch(nth);   // the small products go through mm_gemm_serial
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
+            float* ws = mm_thread_scratch(scratch);
             ChunkScratch s;
             chunk_scratch_alloc(&s, C, K, V, 0);
             float* Sbh = states + ((size_t)b * H + h) * NC * KV;
@@ -1033,15 +997,15 @@ void gla_chunk_forward(float* o, float* states, const float* q, const float* k, 
                 chunk_prepare(&s, q + base_k, k + base_k, a + base_k, n, K, sk, scale);
                 chunk_scores(&s, q + base_k, k + base_k, n, C, K, sk, scale);
                 // o = (scale q ⊙ e^G) S + P v
-                chunk_matmul(o + base_v, sv, s.q_decay, K, 1, S, V, n, V, K, 0);
-                chunk_matmul(o + base_v, sv, s.P, C, 1, vc, sv, n, V, n, 1);
+                mm_gemm_serial(n, V, K, s.q_decay, K, 1, S, V, 1, o + base_v, sv, 0, ws);
+                mm_gemm_serial(n, V, n, s.P, C, 1, vc, sv, 1, o + base_v, sv, 1, ws);
                 // the next chunk's S = diag(e^{G_L}) S + Σ_j (k_j ⊙ e^{G_L − G_j}) v_jᵀ
                 if (ch + 1 == NC) break;
                 float* Snext = Sbh + (ch + 1) * KV;
                 const float* decay = s.eG + (size_t)(n - 1) * K;
                 for (int c = 0; c < K; c++)
                     for (int j = 0; j < V; j++) Snext[c * V + j] = decay[c] * S[c * V + j];
-                chunk_matmul(Snext, V, s.k_decay, 1, K, vc, sv, K, V, n, 1);
+                mm_gemm_serial(K, V, n, s.k_decay, 1, K, vc, sv, 1, Snext, V, 1, ws);
             }
             chunk_scratch_free(&s);
         }
@@ -1060,9 +1024,12 @@ void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float*
                         int V, int C, float scale) {
     int NC = (T + C - 1) / C;
     size_t sk = (size_t)H * K, sv = (size_t)H * V, KV = (size_t)K * V;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int nth = max_threads();
+    float* scratch = mm_scratch(nth);   // the small products go through mm_gemm_serial
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
+            float* ws = mm_thread_scratch(scratch);
             ChunkScratch s;
             chunk_scratch_alloc(&s, C, K, V, 1);
             float* dS = (float*)calloc_check(KV, sizeof(float));
@@ -1077,16 +1044,16 @@ void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float*
                 transpose_rows(s.doT, C, doc, n, V, sv);
                 // terms through the entering state S and the leaving state's gradient dS:
                 // dq_i = scale e^{G_i} ⊙ (S do_i), dk_i = e^{G_L − G_i} ⊙ (dS v_i), dv = (k ⊙ e^{G_L − G}) dS
-                chunk_matmul(s.sq, C, S, V, 1, s.doT, C, K, n, V, 0);
-                chunk_matmul(s.sk, C, dS, V, 1, s.vT, C, K, n, V, 0);
+                mm_gemm_serial(K, n, V, S, V, 1, s.doT, C, 1, s.sq, C, 0, ws);
+                mm_gemm_serial(K, n, V, dS, V, 1, s.vT, C, 1, s.sk, C, 0, ws);
                 for (int i = 0; i < n; i++)
                     for (int c = 0; c < K; c++) {
                         dqc[i * sk + c] = scale * s.eG[i * K + c] * s.sq[c * C + i];
                         dkc[i * sk + c] = s.eGL[i * K + c] * s.sk[c * C + i];
                     }
-                chunk_matmul(dvc, sv, s.k_decay, K, 1, dS, V, n, V, K, 0);
+                mm_gemm_serial(n, V, K, s.k_decay, K, 1, dS, V, 1, dvc, sv, 0, ws);
                 // intra-chunk pairs j ≤ i: one vector of exponentials serves P_ij, dq_i and dk_j
-                chunk_matmul(s.dP, C, doc, sv, 1, s.vT, C, n, n, V, 0);
+                mm_gemm_serial(n, n, V, doc, sv, 1, s.vT, C, 1, s.dP, C, 0, ws);
                 for (int i = 0; i < n; i++) {
                     const float *Gi = s.G + (size_t)i * K, *qi = qc + i * sk;
                     float* dqi = dqc + i * sk;
@@ -1103,12 +1070,12 @@ void gla_chunk_backward(float* dq, float* dk, float* dv, float* da, const float*
                     }
                     for (int j = i + 1; j < n; j++) s.P[i * C + j] = 0.0f;
                 }
-                chunk_matmul(dvc, sv, s.P, 1, C, doc, sv, n, V, n, 1);   // dv_j += Σ_i P_ij do_i
+                mm_gemm_serial(n, V, n, s.P, 1, C, doc, sv, 1, dvc, sv, 1, ws);   // dv_j += Σ_i P_ij do_i
                 // dS for the previous chunk
                 const float* decay = s.eG + (size_t)(n - 1) * K;
                 for (int c = 0; c < K; c++)
                     for (int j = 0; j < V; j++) dS[c * V + j] *= decay[c];
-                chunk_matmul(dS, V, s.q_decay, 1, K, doc, sv, K, V, n, 1);
+                mm_gemm_serial(K, V, n, s.q_decay, 1, K, doc, sv, 1, dS, V, 1, ws);
             }
             chunk_scratch_free(&s);
             free(dS);
@@ -1793,9 +1760,12 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
                          const float* g, int B, int T, int H, int K, int V, int C, float scale) {
     int NC = (T + C - 1) / C;
     size_t sk = (size_t)H * K, sv = (size_t)H * V;   // time strides
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int nth = max_threads();
+    float* scratch = mm_scratch(nth);   // the small products go through mm_gemm_serial
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
+            float* ws = mm_thread_scratch(scratch);
             float* S = (float*)calloc_check((size_t)K * V, sizeof(float));
             float* qc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) the chunk's rows
             float* kc = (float*)malloc_check((size_t)C * K * sizeof(float));    // (C,K) k, then k_j e^{G_n − G_j}
@@ -1818,8 +1788,8 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
                 }
                 // the reads of the entering state: K S into vn, Q S into o; then the right-hand side
                 // diag(β)(V − diag(e^G) K S) into vn, and scale diag(e^G) Q S in o
-                chunk_matmul(vn, V, kc, K, 1, S, V, n, V, K, 0);
-                chunk_matmul(o + rv, sv, qc, K, 1, S, V, n, V, K, 0);
+                mm_gemm_serial(n, V, K, kc, K, 1, S, V, 1, vn, V, 0, ws);
+                mm_gemm_serial(n, V, K, qc, K, 1, S, V, 1, o + rv, sv, 0, ws);
                 for (int i = 0; i < n; i++) {
                     float *vi = vn + (size_t)i * V, *oi = o + rv + i * sv, sq = scale * eG[i];
                     const float* vin = v + rv + i * sv;
@@ -1842,14 +1812,14 @@ void delta_chunk_forward(float* o, float* states, const float* q, const float* k
                     for (int jr = 0; jr < n; jr++)
                         P[i * C + jr] = jr <= i ? scale * dot_lanes(qc + i * K, kc + jr * K, K) * exp_fast(G[i] - G[jr])
                                                 : 0.0f;
-                chunk_matmul(o + rv, sv, P, C, 1, vn, V, n, V, n, 1);
+                mm_gemm_serial(n, V, n, P, C, 1, vn, V, 1, o + rv, sv, 1, ws);
                 // S = e^{G_n} S + Σ_j (k_j e^{G_n − G_j}) V_new_jᵀ
                 for (int jr = 0; jr < n; jr++) {
                     float x = exp_fast(G[n - 1] - G[jr]);
                     for (int c = 0; c < K; c++) kc[jr * K + c] *= x;
                 }
                 for (size_t e = 0; e < (size_t)K * V; e++) S[e] *= eG[n - 1];
-                chunk_matmul(S, V, kc, 1, K, vn, V, K, V, n, 1);
+                mm_gemm_serial(K, V, n, kc, 1, K, vn, V, 1, S, V, 1, ws);
             }
             free(S); free(qc); free(kc); free(vn); free(P); free(G); free(eG); free(bc);
         }
